@@ -1,0 +1,3 @@
+"""ChurnGuard Integrations: the application package shared by every Lambda function."""
+
+__version__ = "0.1.0"

@@ -1,0 +1,169 @@
+"""Integration lifecycle: the logic behind the management API and the IntegrationEngine façade.
+
+Every operation takes the caller's organisation explicitly; nothing reads it from request data.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from pydantic import ValidationError
+
+from churnguard.crypto import CredentialCipher, encryption_context
+from churnguard.errors import ForbiddenError, NotFoundError, ValidationFailedError
+from churnguard.models import (
+    IntegrationConfiguration,
+    IntegrationCreateRequest,
+    IntegrationCredentials,
+    IntegrationPage,
+    IntegrationUpdateRequest,
+    IntegrationView,
+    utc_now,
+)
+from churnguard.store.integrations import IntegrationFilter, IntegrationStore
+
+
+def check_organization(caller_organization_id: str, claimed: str | None) -> None:
+    """A body may name the organisation only if it is the caller's own."""
+    if claimed is not None and claimed != caller_organization_id:
+        raise ForbiddenError(
+            "organization_id in the body does not match the API key's organisation",
+            {"field": "organization_id"},
+        )
+
+
+def validation_details(exc: ValidationError, prefix: tuple[str | int, ...] = ()) -> dict[str, Any]:
+    """Field-level errors without the offending input, which may be a secret."""
+    return {
+        "fields": [
+            {
+                "field": ".".join(str(part) for part in (*prefix, *error["loc"])) or "body",
+                "message": error["msg"],
+                "type": error["type"],
+            }
+            for error in exc.errors(include_input=False, include_url=False, include_context=False)
+        ]
+    }
+
+
+class IntegrationService:
+    def __init__(self, store: IntegrationStore, cipher: CredentialCipher) -> None:
+        self._store = store
+        self._cipher = cipher
+
+    def create(self, organization_id: str, request: IntegrationCreateRequest) -> IntegrationView:
+        check_organization(organization_id, request.organization_id)
+        config = IntegrationConfiguration(
+            **request.model_dump(exclude={"organization_id", "credentials"}),
+            organization_id=organization_id,
+        )
+        envelope = None
+        if request.credentials is not None:
+            envelope = self._seal(config, request.credentials)
+        self._store.create(config, envelope)
+        return IntegrationView.of(config)
+
+    def register(self, config: IntegrationConfiguration) -> IntegrationView:
+        """Stores a configuration built in Python (the engine's path), credentials included."""
+        envelope = self._seal(config, config.credentials) if config.credentials is not None else None
+        self._store.create(config, envelope)
+        return IntegrationView.of(config)
+
+    def get(self, organization_id: str, integration_id: str) -> IntegrationView:
+        return IntegrationView.of(self._store.get(organization_id, integration_id))
+
+    def list(
+        self, organization_id: str, filters: IntegrationFilter, limit: int, next_token: str | None
+    ) -> IntegrationPage:
+        configs, token = self._store.list(organization_id, filters, limit, next_token)
+        return IntegrationPage(items=[IntegrationView.of(c) for c in configs], next_token=token)
+
+    def update(self, organization_id: str, integration_id: str, patch: IntegrationUpdateRequest) -> IntegrationView:
+        check_organization(organization_id, patch.organization_id)
+        before = self._store.get(organization_id, integration_id)
+        changes = patch.model_dump(exclude_unset=True, exclude={"organization_id", "sync_config"})
+        document = before.model_dump(mode="json")
+        document.update(changes)
+        if patch.sync_config is not None:
+            document["sync_config"].update(patch.sync_config.model_dump(mode="json", exclude_unset=True))
+        document.update(version=before.version + 1, updated_at=utc_now().isoformat())
+        try:
+            after = IntegrationConfiguration.model_validate(document)
+        except ValidationError as exc:
+            raise ValidationFailedError("the integration would not be valid after this change", validation_details(exc)) from None
+        self._store.update(before, after)
+        return IntegrationView.of(after)
+
+    def delete(self, organization_id: str, integration_id: str) -> None:
+        self._store.delete(self._store.get(organization_id, integration_id))
+
+    def replace_credentials(
+        self, organization_id: str, integration_id: str, credentials: IntegrationCredentials
+    ) -> IntegrationView:
+        before = self._store.get(organization_id, integration_id)
+        after = before.model_copy(update={"version": before.version + 1, "updated_at": utc_now()})
+        envelope = self._seal(after, credentials)
+        self._store.update(before, after, envelope)
+        return IntegrationView.of(after)
+
+    def load_credentials(self, organization_id: str, integration_id: str) -> IntegrationCredentials:
+        """Decrypted credentials, for connectors only; never for a response."""
+        self._store.get(organization_id, integration_id)
+        envelope = self._store.get_credentials_envelope(organization_id, integration_id)
+        if envelope is None:
+            raise NotFoundError("the integration has no credentials", {"integration_id": integration_id})
+        plaintext = self._cipher.decrypt(envelope, encryption_context(organization_id, integration_id))
+        return IntegrationCredentials.model_validate(plaintext)
+
+    def _seal(self, config: IntegrationConfiguration, credentials: IntegrationCredentials) -> dict[str, Any]:
+        """Encrypts the credentials and records their masked summary on the configuration."""
+        config.credentials_summary = credentials.summary(updated_at=utc_now())
+        return self._cipher.encrypt(
+            credentials.to_plaintext(), encryption_context(config.organization_id, config.integration_id)
+        )
+
+
+class IntegrationEngine:
+    """The seed's async Python façade over the stores, for code that runs outside the API."""
+
+    def __init__(self, service: IntegrationService | None = None) -> None:
+        self._service = service or default_service()
+
+    async def register_integration(self, config: IntegrationConfiguration) -> str:
+        return self._service.register(config).integration_id
+
+    async def get_integration(self, organization_id: str, integration_id: str) -> IntegrationView:
+        return self._service.get(organization_id, integration_id)
+
+    async def list_integrations(
+        self,
+        organization_id: str,
+        filters: IntegrationFilter | None = None,
+        limit: int = 50,
+        next_token: str | None = None,
+    ) -> IntegrationPage:
+        return self._service.list(organization_id, filters or IntegrationFilter(), limit, next_token)
+
+    async def update_integration(
+        self, organization_id: str, integration_id: str, patch: IntegrationUpdateRequest
+    ) -> IntegrationView:
+        return self._service.update(organization_id, integration_id, patch)
+
+    async def update_credentials(
+        self, organization_id: str, integration_id: str, credentials: IntegrationCredentials
+    ) -> IntegrationView:
+        return self._service.replace_credentials(organization_id, integration_id, credentials)
+
+    async def delete_integration(self, organization_id: str, integration_id: str) -> None:
+        self._service.delete(organization_id, integration_id)
+
+
+def default_service() -> IntegrationService:
+    """The service wired to this function's table and key."""
+    from churnguard import aws
+    from churnguard.config import kms_key_id, table_name
+
+    return IntegrationService(
+        IntegrationStore(aws.client("dynamodb"), table_name()),
+        CredentialCipher(aws.client("kms"), kms_key_id()),
+    )

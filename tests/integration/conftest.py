@@ -1,0 +1,109 @@
+"""Integration fixtures: moto in-process with the table and key the template declares."""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Iterator
+from dataclasses import dataclass
+from typing import Any
+
+import boto3
+import pytest
+from moto import mock_aws
+
+from tests.support.apigw import http_event
+from tests.support.handlers import load_handler_module
+
+TABLE = "churnguard-test-data"
+
+
+@dataclass
+class ApiResponse:
+    status: int
+    body: Any
+    headers: dict[str, str]
+    raw: str
+
+
+@pytest.fixture
+def aws(monkeypatch: pytest.MonkeyPatch) -> Iterator[dict[str, Any]]:
+    for name, value in {
+        "AWS_ACCESS_KEY_ID": "testing",
+        "AWS_SECRET_ACCESS_KEY": "testing",
+        "AWS_DEFAULT_REGION": "us-east-1",
+        "AWS_REGION": "us-east-1",
+        "TABLE_NAME": TABLE,
+        "POWERTOOLS_SERVICE_NAME": "churnguard",
+        "POWERTOOLS_METRICS_NAMESPACE": "ChurnGuardTest",
+    }.items():
+        monkeypatch.setenv(name, value)
+    monkeypatch.delenv("AWS_ENDPOINT_URL", raising=False)
+    with mock_aws():
+        dynamodb = boto3.client("dynamodb")
+        dynamodb.create_table(
+            TableName=TABLE,
+            AttributeDefinitions=[
+                {"AttributeName": "pk", "AttributeType": "S"},
+                {"AttributeName": "sk", "AttributeType": "S"},
+            ],
+            KeySchema=[{"AttributeName": "pk", "KeyType": "HASH"}, {"AttributeName": "sk", "KeyType": "RANGE"}],
+            BillingMode="PAY_PER_REQUEST",
+        )
+        kms = boto3.client("kms")
+        key_arn = kms.create_key(Description="test credentials key")["KeyMetadata"]["Arn"]
+        monkeypatch.setenv("KMS_KEY_ID", key_arn)
+        from churnguard import aws as aws_clients
+        from churnguard.api import integrations, keys
+
+        for cached in (aws_clients.client, integrations.service, keys.service):
+            cached.cache_clear()
+        yield {"dynamodb": dynamodb, "kms": kms, "table": TABLE, "key_arn": key_arn}
+        for cached in (aws_clients.client, integrations.service, keys.service):
+            cached.cache_clear()
+
+
+class ManagementApi:
+    """Calls the management handler in-process with the authorizer's context for an org."""
+
+    def __init__(self) -> None:
+        self.module = load_handler_module("management_api")
+
+    def call(
+        self,
+        method: str,
+        path: str,
+        *,
+        org: str | None = "org_a",
+        body: Any = None,
+        raw_body: str | None = None,
+        query: dict[str, str] | None = None,
+        auth_error: str | None = None,
+    ) -> ApiResponse:
+        authorizer: dict[str, str] = {"organization_id": org, "key_id": "key_000000000000"} if org else {
+            "organization_id": "",
+            "auth_error": auth_error or "missing_api_key",
+        }
+        event = http_event(method, path, body=body, raw_body=raw_body, query=query, authorizer=authorizer)
+        result = self.module.lambda_handler(event, LambdaContextStub())
+        raw = result.get("body") or ""
+        content_type = (result.get("headers") or {}).get("Content-Type", "")
+        parsed = json.loads(raw) if raw and "json" in content_type else raw
+        return ApiResponse(result["statusCode"], parsed, result.get("headers") or {}, raw)
+
+
+class LambdaContextStub:
+    function_name = "ManagementFunction"
+    function_version = "$LATEST"
+    invoked_function_arn = "arn:aws:lambda:us-east-1:123456789012:function:ManagementFunction"
+    memory_limit_in_mb = 512
+    aws_request_id = "00000000-0000-0000-0000-000000000000"
+    log_group_name = "/aws/lambda/ManagementFunction"
+    log_stream_name = "test"
+
+    def get_remaining_time_in_millis(self) -> int:
+        return 10_000
+
+
+@pytest.fixture
+def api(aws: dict[str, Any]) -> ManagementApi:
+    return ManagementApi()
