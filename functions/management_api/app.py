@@ -23,4 +23,14 @@ app = build_app(integrations.router, keys.router)
 @logger.inject_lambda_context(correlation_id_path=correlation_paths.API_GATEWAY_HTTP)
 @metrics.log_metrics
 def lambda_handler(event: dict[str, Any], context: LambdaContext) -> dict[str, Any]:
-    return app.resolve(event, context)
+    response = app.resolve(event, context)
+    authorizer = event.get("requestContext", {}).get("authorizer", {}).get("lambda") or {}
+    logger.info(
+        "request handled",
+        extra={
+            "route": event.get("routeKey"),
+            "status": response["statusCode"],
+            "organization_id": authorizer.get("organization_id") or None,
+        },
+    )
+    return response
