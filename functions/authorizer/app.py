@@ -11,11 +11,10 @@ from __future__ import annotations
 import os
 from typing import Any
 
-import boto3
-
+from churnguard import aws
 from churnguard.auth import authenticate, bearer_token
 
-_dynamodb = boto3.client("dynamodb")
+_dynamodb = aws.client("dynamodb")
 _TABLE_NAME = os.environ["TABLE_NAME"]
 
 

@@ -25,7 +25,7 @@ class ApiKeyService:
         return ApiKeyCreated(**view.model_dump(), api_key=api_key)
 
     def list(self, organization_id: str) -> ApiKeyList:
-        return ApiKeyList(items=self._store.list(organization_id))
+        return ApiKeyList(items=self._store.for_organization(organization_id))
 
     def revoke(self, organization_id: str, key_id: str) -> ApiKeyView:
         return self._store.revoke(organization_id, key_id)

@@ -55,9 +55,7 @@ def authenticate(dynamodb: Any, table_name: str, api_key: str) -> Principal | No
     Strongly consistent, so a revoked key stops working on the next request.
     """
     key_hash = hash_api_key(api_key)
-    item = dynamodb.get_item(
-        TableName=table_name, Key=api_key_lookup_key(key_hash), ConsistentRead=True
-    ).get("Item")
+    item = dynamodb.get_item(TableName=table_name, Key=api_key_lookup_key(key_hash), ConsistentRead=True).get("Item")
     if not item or not hmac.compare_digest(item.get("key_hash", {}).get("S", ""), key_hash):
         return None
     return Principal(organization_id=item["organization_id"]["S"], key_id=item["key_id"]["S"])

@@ -77,8 +77,6 @@ class CredentialCipher:
                 "stored credentials could not be decrypted for this integration", {"kms_error": code}
             ) from None
         except (InvalidTag, KeyError, ValueError):
-            raise CredentialDecryptionError(
-                "stored credentials could not be decrypted for this integration"
-            ) from None
+            raise CredentialDecryptionError("stored credentials could not be decrypted for this integration") from None
         document: dict[str, Any] = json.loads(opened)
         return document

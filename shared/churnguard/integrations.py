@@ -75,7 +75,7 @@ class IntegrationService:
     def list(
         self, organization_id: str, filters: IntegrationFilter, limit: int, next_token: str | None
     ) -> IntegrationPage:
-        configs, token = self._store.list(organization_id, filters, limit, next_token)
+        configs, token = self._store.page(organization_id, filters, limit, next_token)
         return IntegrationPage(items=[IntegrationView.of(c) for c in configs], next_token=token)
 
     def update(self, organization_id: str, integration_id: str, patch: IntegrationUpdateRequest) -> IntegrationView:
@@ -90,7 +90,9 @@ class IntegrationService:
         try:
             after = IntegrationConfiguration.model_validate(document)
         except ValidationError as exc:
-            raise ValidationFailedError("the integration would not be valid after this change", validation_details(exc)) from None
+            raise ValidationFailedError(
+                "the integration would not be valid after this change", validation_details(exc)
+            ) from None
         self._store.update(before, after)
         return IntegrationView.of(after)
 

@@ -55,9 +55,7 @@ class IntegrationStatus(StrEnum):
     AUTHENTICATION_FAILED = "auth_failed"
 
 
-CLIENT_SETTABLE_STATUSES = frozenset(
-    {IntegrationStatus.INACTIVE, IntegrationStatus.ACTIVE, IntegrationStatus.PAUSED}
-)
+CLIENT_SETTABLE_STATUSES = frozenset({IntegrationStatus.INACTIVE, IntegrationStatus.ACTIVE, IntegrationStatus.PAUSED})
 
 
 class ProviderName(StrEnum):
@@ -99,9 +97,7 @@ class CredentialType(StrEnum):
 
 ORGANIZATION_ID_PATTERN = r"^[A-Za-z0-9][A-Za-z0-9_-]{0,63}$"
 OrganizationId = Annotated[str, StringConstraints(pattern=ORGANIZATION_ID_PATTERN)]
-FieldPath = Annotated[
-    str, StringConstraints(strip_whitespace=True, min_length=1, max_length=256, pattern=r"^[^\s]+$")
-]
+FieldPath = Annotated[str, StringConstraints(strip_whitespace=True, min_length=1, max_length=256, pattern=r"^[^\s]+$")]
 Identifier = Annotated[
     str,
     StringConstraints(min_length=1, max_length=128, pattern=r"^[A-Za-z_][A-Za-z0-9_$]*(\.[A-Za-z_][A-Za-z0-9_$]*)*$"),
@@ -110,7 +106,9 @@ Tag = Annotated[str, StringConstraints(strip_whitespace=True, min_length=1, max_
 Name = Annotated[str, StringConstraints(strip_whitespace=True, min_length=1, max_length=128)]
 Secret = Annotated[SecretStr, Field(max_length=8192)]
 
-_HOSTNAME = re.compile(r"^(?=.{1,253}$)[A-Za-z0-9]([A-Za-z0-9-]{0,61}[A-Za-z0-9])?(\.[A-Za-z0-9]([A-Za-z0-9-]{0,61}[A-Za-z0-9])?)*$")
+_HOSTNAME = re.compile(
+    r"^(?=.{1,253}$)[A-Za-z0-9]([A-Za-z0-9-]{0,61}[A-Za-z0-9])?(\.[A-Za-z0-9]([A-Za-z0-9-]{0,61}[A-Za-z0-9])?)*$"
+)
 _IPV6_BRACKETED = re.compile(r"^\[[0-9A-Fa-f:.]+\]$")
 
 
@@ -281,7 +279,9 @@ class IntegrationSettings(StrictModel):
     status: IntegrationStatus = IntegrationStatus.INACTIVE
     sync_config: SyncConfiguration = Field(default_factory=SyncConfiguration)
     base_url: Annotated[str, StringConstraints(strip_whitespace=True, max_length=2048)] = ""
-    api_version: Annotated[str, StringConstraints(strip_whitespace=True, max_length=32, pattern=r"^[A-Za-z0-9._-]*$")] = ""
+    api_version: Annotated[
+        str, StringConstraints(strip_whitespace=True, max_length=32, pattern=r"^[A-Za-z0-9._-]*$")
+    ] = ""
     webhook_url: HttpUrl = ""
     entity_mappings: dict[FieldPath, FieldPath] = Field(default_factory=dict, max_length=100)
     tags: list[Tag] = Field(default_factory=list, max_length=50)

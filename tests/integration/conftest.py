@@ -79,10 +79,14 @@ class ManagementApi:
         query: dict[str, str] | None = None,
         auth_error: str | None = None,
     ) -> ApiResponse:
-        authorizer: dict[str, str] = {"organization_id": org, "key_id": "key_000000000000"} if org else {
-            "organization_id": "",
-            "auth_error": auth_error or "missing_api_key",
-        }
+        authorizer: dict[str, str] = (
+            {"organization_id": org, "key_id": "key_000000000000"}
+            if org
+            else {
+                "organization_id": "",
+                "auth_error": auth_error or "missing_api_key",
+            }
+        )
         event = http_event(method, path, body=body, raw_body=raw_body, query=query, authorizer=authorizer)
         result = self.module.lambda_handler(event, LambdaContextStub())
         raw = result.get("body") or ""

@@ -32,7 +32,9 @@ def test_issued_key_authenticates_until_revoked(api: ManagementApi, aws: dict[st
     revoked = api.call("DELETE", f"/api/keys/{created.body['key_id']}")
     assert revoked.status == 200 and revoked.body["status"] == "revoked"
     assert authorize(authorizer, f"Bearer {key}")["context"] == {"organization_id": "", "auth_error": "invalid_api_key"}
-    assert api.call("DELETE", f"/api/keys/{created.body['key_id']}").body["status"] == "revoked", "revoking twice is harmless"
+    assert api.call("DELETE", f"/api/keys/{created.body['key_id']}").body["status"] == "revoked", (
+        "revoking twice is harmless"
+    )
     assert api.call("GET", "/api/keys").body["items"][0]["status"] == "revoked"
 
 

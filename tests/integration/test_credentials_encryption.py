@@ -50,10 +50,14 @@ def test_each_write_uses_a_fresh_data_key(aws: dict[str, Any]) -> None:
     assert first["ciphertext"] != second["ciphertext"]
 
 
-def test_a_credentials_item_copied_to_another_integration_does_not_decrypt(api: ManagementApi, aws: dict[str, Any]) -> None:
+def test_a_credentials_item_copied_to_another_integration_does_not_decrypt(
+    api: ManagementApi, aws: dict[str, Any]
+) -> None:
     body = {"provider_name": "hubspot", "credentials": {"credential_type": "api_key", "api_key": SECRET}}
     victim = api.call("POST", "/api/integrations", body={"integration_name": "victim", **body}).body["integration_id"]
-    attacker = api.call("POST", "/api/integrations", body={"integration_name": "attacker", **body}).body["integration_id"]
+    attacker = api.call("POST", "/api/integrations", body={"integration_name": "attacker", **body}).body[
+        "integration_id"
+    ]
     db, table = aws["dynamodb"], aws["table"]
     stolen = db.get_item(TableName=table, Key={"pk": {"S": "ORG#org_a"}, "sk": {"S": f"CREDENTIALS#{victim}"}})["Item"]
     db.put_item(TableName=table, Item={**stolen, "sk": {"S": f"CREDENTIALS#{attacker}"}})

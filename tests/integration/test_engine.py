@@ -46,7 +46,9 @@ def test_seed_usage(aws: dict[str, Any]) -> None:
         assert [i.integration_id for i in page.items] == [integration_id]
 
         updated = await engine.update_integration(
-            "org_123", integration_id, IntegrationUpdateRequest(status="active")  # type: ignore[arg-type]
+            "org_123",
+            integration_id,
+            IntegrationUpdateRequest(status="active"),  # type: ignore[arg-type]
         )
         assert updated.status == "active"
 

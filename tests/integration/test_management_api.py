@@ -109,7 +109,12 @@ def test_list_paginates_and_filters(api: ManagementApi) -> None:
         response = api.call(
             "POST",
             "/api/integrations",
-            body={"integration_name": f"pg {i}", "provider_name": "postgresql", "base_url": "db.internal:5432", "status": "active"},
+            body={
+                "integration_name": f"pg {i}",
+                "provider_name": "postgresql",
+                "base_url": "db.internal:5432",
+                "status": "active",
+            },
         )
         assert response.status == 201
     create(api, org="org_b", name="other org")
@@ -131,7 +136,9 @@ def test_list_paginates_and_filters(api: ManagementApi) -> None:
     databases = api.call("GET", "/api/integrations", query={"integration_type": "database", "limit": "2"})
     assert [i["provider_name"] for i in databases.body["items"]] == ["postgresql", "postgresql"]
     rest = api.call(
-        "GET", "/api/integrations", query={"integration_type": "database", "limit": "2", "next_token": databases.body["next_token"]}
+        "GET",
+        "/api/integrations",
+        query={"integration_type": "database", "limit": "2", "next_token": databases.body["next_token"]},
     )
     assert len(rest.body["items"]) == 1 and rest.body["next_token"] is None
     active = api.call("GET", "/api/integrations", query={"status": "active"})
@@ -149,7 +156,9 @@ def test_tenant_isolation(api: ManagementApi) -> None:
         assert response.status == 404
         assert response.body["error"]["code"] == missing.body["error"]["code"]
         assert response.body["error"]["message"] == missing.body["error"]["message"]
-    creds = api.call("PUT", f"{path}/credentials", org="org_a", body={"credential_type": "api_key", "api_key": "x" * 20})
+    creds = api.call(
+        "PUT", f"{path}/credentials", org="org_a", body={"credential_type": "api_key", "api_key": "x" * 20}
+    )
     assert creds.status == 404
     assert api.call("GET", "/api/integrations", org="org_a").body["items"] == []
     assert api.call("GET", path, org="org_b").status == 200, "the owner still sees it, untouched"
@@ -186,12 +195,24 @@ def test_a_foreign_next_token_cannot_reach_another_organisation(api: ManagementA
         ("GET", "/api/integrations/..%2F..%2Fetc", {}, 404, "not_found"),
         ("GET", "/api/integrations/" + "x" * 5000, {}, 404, "not_found"),
         ("DELETE", "/api/keys/key_nope", {}, 404, "not_found"),
-        ("POST", "/api/integrations", {"raw_body": '{"integration_name": "' + "x" * 300_000 + '"}'}, 413, "payload_too_large"),
+        (
+            "POST",
+            "/api/integrations",
+            {"raw_body": '{"integration_name": "' + "x" * 300_000 + '"}'},
+            413,
+            "payload_too_large",
+        ),
         ("POST", "/api/integrations", {"body": {}}, 422, "validation_error"),
         ("POST", "/api/integrations", {"raw_body": ""}, 422, "validation_error"),
         ("POST", "/api/integrations", {"body": []}, 422, "validation_error"),
         ("POST", "/api/integrations", {"body": "a string"}, 422, "validation_error"),
-        ("POST", "/api/integrations", {"body": {"integration_name": 5, "provider_name": ["stripe"]}}, 422, "validation_error"),
+        (
+            "POST",
+            "/api/integrations",
+            {"body": {"integration_name": 5, "provider_name": ["stripe"]}},
+            422,
+            "validation_error",
+        ),
         ("GET", "/api/integrations", {"query": {"limit": "0"}}, 422, "validation_error"),
         ("GET", "/api/integrations", {"query": {"limit": "many"}}, 422, "validation_error"),
         ("GET", "/api/integrations", {"query": {"status": "sleeping"}}, 422, "validation_error"),
@@ -251,7 +272,13 @@ def test_openapi_and_docs_are_public(api: ManagementApi) -> None:
     spec = api.call("GET", "/api/openapi.json", org=None)
     assert spec.status == 200
     paths = spec.body["paths"]
-    assert {"/api/integrations", "/api/integrations/{integration_id}", "/api/integrations/{integration_id}/credentials", "/api/keys", "/api/keys/{key_id}"} <= set(paths)
+    assert {
+        "/api/integrations",
+        "/api/integrations/{integration_id}",
+        "/api/integrations/{integration_id}/credentials",
+        "/api/keys",
+        "/api/keys/{key_id}",
+    } <= set(paths)
     assert "IntegrationCreateRequest" in spec.body["components"]["schemas"]
     docs = api.call("GET", "/api/docs", org=None)
     assert docs.status == 200 and "<html" in docs.raw.lower()

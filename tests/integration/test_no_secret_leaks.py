@@ -25,7 +25,11 @@ SECRETS = {
 
 
 def test_no_secret_leaves_through_responses_logs_or_storage(
-    api: ManagementApi, aws: dict[str, Any], capsys: pytest.CaptureFixture[str], caplog: pytest.LogCaptureFixture, monkeypatch: pytest.MonkeyPatch
+    api: ManagementApi,
+    aws: dict[str, Any],
+    capsys: pytest.CaptureFixture[str],
+    caplog: pytest.LogCaptureFixture,
+    monkeypatch: pytest.MonkeyPatch,
 ) -> None:
     monkeypatch.setenv("POWERTOOLS_LOG_LEVEL", "DEBUG")
     caplog.set_level(logging.DEBUG)
@@ -43,7 +47,11 @@ def test_no_secret_leaves_through_responses_logs_or_storage(
         "refresh_token": SECRETS["refresh_token"],
         "custom_fields": {"client_id": "public-client-id", "client_secret": SECRETS["client_secret"]},
     }
-    created = call("POST", "/api/integrations", body={"integration_name": "Salesforce", "provider_name": "salesforce", "credentials": oauth})
+    created = call(
+        "POST",
+        "/api/integrations",
+        body={"integration_name": "Salesforce", "provider_name": "salesforce", "credentials": oauth},
+    )
     integration_id = created.body["integration_id"]
     call(
         "POST",
@@ -60,15 +68,59 @@ def test_no_secret_leaves_through_responses_logs_or_storage(
             },
         },
     )
-    call("POST", "/api/integrations", body={"integration_name": "Stripe", "provider_name": "stripe", "credentials": {"credential_type": "api_key", "api_key": SECRETS["api_key"], "api_secret": SECRETS["api_secret"]}})
-    call("POST", "/api/integrations", body={"integration_name": "Salesforce", "provider_name": "salesforce", "credentials": oauth})
-    call("POST", "/api/integrations", body={"integration_name": "", "provider_name": "salesforce", "credentials": {**oauth, "unexpected": SECRETS["api_key"]}})
-    call("POST", "/api/integrations", body={"integration_name": "x", "provider_name": "stripe", "credentials": {"credential_type": "api_key", "api_key": SECRETS["api_key"] * 400}})
+    call(
+        "POST",
+        "/api/integrations",
+        body={
+            "integration_name": "Stripe",
+            "provider_name": "stripe",
+            "credentials": {
+                "credential_type": "api_key",
+                "api_key": SECRETS["api_key"],
+                "api_secret": SECRETS["api_secret"],
+            },
+        },
+    )
+    call(
+        "POST",
+        "/api/integrations",
+        body={"integration_name": "Salesforce", "provider_name": "salesforce", "credentials": oauth},
+    )
+    call(
+        "POST",
+        "/api/integrations",
+        body={
+            "integration_name": "",
+            "provider_name": "salesforce",
+            "credentials": {**oauth, "unexpected": SECRETS["api_key"]},
+        },
+    )
+    call(
+        "POST",
+        "/api/integrations",
+        body={
+            "integration_name": "x",
+            "provider_name": "stripe",
+            "credentials": {"credential_type": "api_key", "api_key": SECRETS["api_key"] * 400},
+        },
+    )
     call("POST", "/api/integrations", raw_body='{"credentials": {"api_key": "' + SECRETS["api_key"] + '"')
     call("POST", "/api/integrations", org=None, body={"credentials": {"api_key": SECRETS["api_key"]}})
-    call("PUT", f"/api/integrations/{integration_id}/credentials", body={"credential_type": "oauth2", "access_token": SECRETS["replacement"]})
-    call("PUT", f"/api/integrations/{integration_id}/credentials", body={"credential_type": "oauth2", "access_token": SECRETS["replacement"], "bad": 1})
-    call("PATCH", f"/api/integrations/{integration_id}", body={"tags": ["x"], "credentials": {"api_key": SECRETS["api_key"]}})
+    call(
+        "PUT",
+        f"/api/integrations/{integration_id}/credentials",
+        body={"credential_type": "oauth2", "access_token": SECRETS["replacement"]},
+    )
+    call(
+        "PUT",
+        f"/api/integrations/{integration_id}/credentials",
+        body={"credential_type": "oauth2", "access_token": SECRETS["replacement"], "bad": 1},
+    )
+    call(
+        "PATCH",
+        f"/api/integrations/{integration_id}",
+        body={"tags": ["x"], "credentials": {"api_key": SECRETS["api_key"]}},
+    )
     call("GET", f"/api/integrations/{integration_id}")
     call("GET", "/api/integrations")
     call("DELETE", f"/api/integrations/{integration_id}")

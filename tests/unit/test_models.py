@@ -125,7 +125,9 @@ def test_database_base_url_is_host_and_port(address: str) -> None:
     assert _create(provider_name="postgresql", base_url=address).base_url == address
 
 
-@pytest.mark.parametrize("address", ["db.example.com", "db.example.com:0", "db.example.com:70000", "https://db:5432", "bad host:5432"])
+@pytest.mark.parametrize(
+    "address", ["db.example.com", "db.example.com:0", "db.example.com:70000", "https://db:5432", "bad host:5432"]
+)
 def test_database_base_url_rejects_other_shapes(address: str) -> None:
     with pytest.raises(ValidationError, match="base_url"):
         _create(provider_name="mysql", base_url=address)
@@ -189,7 +191,12 @@ def test_secrets_never_appear_in_repr_or_validation_errors() -> None:
 
 def test_masking_shows_only_the_last_four_of_long_secrets() -> None:
     credentials = IntegrationCredentials.model_validate(
-        {"credential_type": "basic_auth", "username": "reader", "password": SECRET, "custom_fields": {"database": "crm"}}
+        {
+            "credential_type": "basic_auth",
+            "username": "reader",
+            "password": SECRET,
+            "custom_fields": {"database": "crm"},
+        }
     )
     from datetime import UTC, datetime
 

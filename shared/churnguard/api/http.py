@@ -9,7 +9,7 @@ from __future__ import annotations
 import base64
 import json
 from collections.abc import Callable
-from typing import Any
+from typing import Any, cast
 
 from aws_lambda_powertools import Logger
 from aws_lambda_powertools.event_handler import APIGatewayHttpResolver, Response, content_types
@@ -17,6 +17,7 @@ from aws_lambda_powertools.event_handler.api_gateway import BaseRouter
 from aws_lambda_powertools.event_handler.exceptions import NotFoundError as RouteNotFoundError
 from aws_lambda_powertools.event_handler.openapi.exceptions import RequestValidationError
 from aws_lambda_powertools.event_handler.openapi.models import HTTPBearer
+from aws_lambda_powertools.utilities.data_classes import APIGatewayProxyEventV2
 
 from churnguard import __version__
 from churnguard.config import platform_settings
@@ -43,7 +44,7 @@ _AUTH_MESSAGES = {
 }
 
 
-def error_response(status: int, code: str, message: str, details: Any = None) -> Response:
+def error_response(status: int, code: str, message: str, details: Any = None) -> Response[str]:
     return Response(
         status_code=status,
         content_type=content_types.APPLICATION_JSON,
@@ -53,7 +54,8 @@ def error_response(status: int, code: str, message: str, details: Any = None) ->
 
 def caller_organization(app: BaseRouter) -> str:
     """The organisation of the API key that made this request, as the authorizer proved it."""
-    context = app.current_event.request_context.authorizer.get_lambda or {}
+    event = cast(APIGatewayProxyEventV2, app.current_event)
+    context = event.request_context.authorizer.get_lambda or {}
     organization_id = context.get("organization_id")
     if not organization_id:
         reason = context.get("auth_error", "missing_api_key")
@@ -82,7 +84,7 @@ def _precheck(app: BaseRouter) -> None:
             raise BadRequestError("request body is not valid JSON", {"position": getattr(exc, "pos", None)}) from None
 
 
-def _guard(app: APIGatewayHttpResolver, next_middleware: Callable[..., Response]) -> Response:
+def _guard(app: APIGatewayHttpResolver, next_middleware: Callable[..., Response[str]]) -> Response[str]:
     _precheck(app)
     return next_middleware(app)
 
@@ -105,18 +107,20 @@ def build_app(*routers: Any) -> APIGatewayHttpResolver:
         )
 
     @app.exception_handler(ChurnGuardError)
-    def domain_error(exc: ChurnGuardError) -> Response:
+    def domain_error(exc: ChurnGuardError) -> Response[str]:
         if exc.status_code >= 500:
             logger.error("request failed", extra={"error_code": exc.code})
         return error_response(exc.status_code, exc.code, exc.message, exc.details)
 
     @app.exception_handler(RequestValidationError)
-    def invalid_request(exc: RequestValidationError) -> Response:
+    def invalid_request(exc: RequestValidationError) -> Response[str]:
         # Powertools validates before any middleware runs; the prechecks still take precedence.
         try:
             _precheck(app)
         except ChurnGuardError as precheck_error:
-            return domain_error(precheck_error)
+            return error_response(
+                precheck_error.status_code, precheck_error.code, precheck_error.message, precheck_error.details
+            )
         fields = [
             {
                 "field": ".".join(str(p) for p in error.get("loc", ()) if p != "body") or "body",
@@ -128,11 +132,11 @@ def build_app(*routers: Any) -> APIGatewayHttpResolver:
         return error_response(422, "validation_error", "the request is not valid", {"fields": fields})
 
     @app.not_found
-    def route_not_found(_: RouteNotFoundError) -> Response:
+    def route_not_found(_: RouteNotFoundError) -> Response[str]:
         return error_response(404, "not_found", "no such route")
 
     @app.exception_handler(Exception)
-    def unexpected(exc: Exception) -> Response:
+    def unexpected(exc: Exception) -> Response[str]:
         logger.exception("unhandled error", extra={"error_type": type(exc).__name__})
         return error_response(500, "internal_error", "an internal error occurred; it has been logged")
 

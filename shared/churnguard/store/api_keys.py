@@ -51,7 +51,7 @@ class ApiKeyStore:
         )
         return ApiKeyView(key_id=key_id, name=name, prefix=prefix, created_at=created_at, status="active")
 
-    def list(self, organization_id: str) -> list[ApiKeyView]:
+    def for_organization(self, organization_id: str) -> list[ApiKeyView]:
         request: dict[str, Any] = {
             "TableName": self._table,
             "KeyConditionExpression": "pk = :pk AND begins_with(sk, :prefix)",

@@ -50,7 +50,7 @@ class IntegrationStore:
             raise NotFoundError("integration not found", {"integration_id": integration_id})
         return IntegrationConfiguration.model_validate_json(item["doc"]["S"])
 
-    def list(
+    def page(
         self, organization_id: str, filters: IntegrationFilter, limit: int, next_token: str | None
     ) -> tuple[list[IntegrationConfiguration], str | None]:
         """One page of an organisation's integrations, ordered by id.
@@ -80,7 +80,10 @@ class IntegrationStore:
             request["FilterExpression"] = " AND ".join(conditions)
             request["ExpressionAttributeNames"] = names
         if next_token is not None:
-            request["ExclusiveStartKey"] = {"pk": {"S": org_pk(organization_id)}, "sk": {"S": _decode_token(next_token)}}
+            request["ExclusiveStartKey"] = {
+                "pk": {"S": org_pk(organization_id)},
+                "sk": {"S": _decode_token(next_token)},
+            }
 
         found: list[IntegrationConfiguration] = []
         while True:
@@ -115,7 +118,14 @@ class IntegrationStore:
             after.organization_id, after.integration_name
         )
         if renamed:
-            items.append({"Delete": {"TableName": self._table, "Key": integration_name_key(before.organization_id, before.integration_name)}})
+            items.append(
+                {
+                    "Delete": {
+                        "TableName": self._table,
+                        "Key": integration_name_key(before.organization_id, before.integration_name),
+                    }
+                }
+            )
             items.append(self._put(self._name_item(after), "attribute_not_exists(pk)"))
         if envelope is not None:
             items.append(self._put(self._credentials_item(after, envelope), None))
