@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 from typing import Any
 
 import pytest
@@ -282,3 +283,13 @@ def test_openapi_and_docs_are_public(api: ManagementApi) -> None:
     assert "IntegrationCreateRequest" in spec.body["components"]["schemas"]
     docs = api.call("GET", "/api/docs", org=None)
     assert docs.status == 200 and "<html" in docs.raw.lower()
+
+
+def test_changes_publish_business_metrics(api: ManagementApi, capsys: pytest.CaptureFixture[str]) -> None:
+    capsys.readouterr()
+    integration_id = create(api)["integration_id"]
+    api.call("DELETE", f"/api/integrations/{integration_id}")
+    emitted = [json.loads(line) for line in capsys.readouterr().out.splitlines() if '"_aws"' in line]
+    names = {m["Name"] for blob in emitted for d in blob["_aws"]["CloudWatchMetrics"] for m in d["Metrics"]}
+    assert {"IntegrationsCreated", "IntegrationsDeleted"} <= names
+    assert all(blob["_aws"]["CloudWatchMetrics"][0]["Namespace"] == "ChurnGuardTest" for blob in emitted)

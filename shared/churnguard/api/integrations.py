@@ -6,9 +6,11 @@ import re
 from functools import lru_cache
 from typing import Annotated
 
+from aws_lambda_powertools import Metrics
 from aws_lambda_powertools.event_handler import Response
 from aws_lambda_powertools.event_handler.api_gateway import Router
 from aws_lambda_powertools.event_handler.openapi.params import Body, Query
+from aws_lambda_powertools.metrics import MetricUnit
 
 from churnguard.api.http import caller_organization
 from churnguard.errors import NotFoundError
@@ -27,6 +29,7 @@ from churnguard.models import (
 from churnguard.store.integrations import IntegrationFilter
 
 router = Router()
+metrics = Metrics()
 _INTEGRATION_ID = re.compile(r"^int_[0-9a-f]{20}$")
 
 
@@ -45,6 +48,7 @@ def _integration_id(value: str) -> str:
 @router.post("/api/integrations", status_code=201, tags=["integrations"], summary="Register an integration")
 def create_integration(body: Annotated[IntegrationCreateRequest, Body()]) -> IntegrationCreated:
     view = service().create(caller_organization(router), body)
+    metrics.add_metric(name="IntegrationsCreated", unit=MetricUnit.Count, value=1)
     return IntegrationCreated(integration_id=view.integration_id, integration=view)
 
 
@@ -75,6 +79,7 @@ def update_integration(integration_id: str, body: Annotated[IntegrationUpdateReq
 )
 def delete_integration(integration_id: str) -> Response[None]:
     service().delete(caller_organization(router), _integration_id(integration_id))
+    metrics.add_metric(name="IntegrationsDeleted", unit=MetricUnit.Count, value=1)
     return Response(status_code=204, body=None)
 
 
@@ -84,4 +89,6 @@ def delete_integration(integration_id: str) -> Response[None]:
     summary="Replace an integration's credentials (encrypted; never returned)",
 )
 def replace_credentials(integration_id: str, body: Annotated[IntegrationCredentials, Body()]) -> IntegrationView:
-    return service().replace_credentials(caller_organization(router), _integration_id(integration_id), body)
+    view = service().replace_credentials(caller_organization(router), _integration_id(integration_id), body)
+    metrics.add_metric(name="CredentialsReplaced", unit=MetricUnit.Count, value=1)
+    return view

@@ -6,8 +6,10 @@ import re
 from functools import lru_cache
 from typing import Annotated
 
+from aws_lambda_powertools import Metrics
 from aws_lambda_powertools.event_handler.api_gateway import Router
 from aws_lambda_powertools.event_handler.openapi.params import Body
+from aws_lambda_powertools.metrics import MetricUnit
 
 from churnguard import aws
 from churnguard.api.http import caller_organization
@@ -19,6 +21,7 @@ from churnguard.models import ApiKeyCreated, ApiKeyCreateRequest, ApiKeyList, Ap
 from churnguard.store.api_keys import ApiKeyStore
 
 router = Router()
+metrics = Metrics()
 _KEY_ID = re.compile(r"^key_[0-9a-f]{12}$")
 
 
@@ -31,7 +34,9 @@ def service() -> ApiKeyService:
 def create_key(body: Annotated[ApiKeyCreateRequest, Body()]) -> ApiKeyCreated:
     organization_id = caller_organization(router)
     check_organization(organization_id, body.organization_id)
-    return service().create(organization_id, body.name)
+    created = service().create(organization_id, body.name)
+    metrics.add_metric(name="ApiKeysCreated", unit=MetricUnit.Count, value=1)
+    return created
 
 
 @router.get("/api/keys", tags=["api keys"], summary="List the organisation's API keys")
@@ -44,4 +49,6 @@ def revoke_key(key_id: str) -> ApiKeyView:
     organization_id = caller_organization(router)
     if not _KEY_ID.match(key_id):
         raise NotFoundError("API key not found", {"key_id": key_id[:64]})
-    return service().revoke(organization_id, key_id)
+    revoked = service().revoke(organization_id, key_id)
+    metrics.add_metric(name="ApiKeysRevoked", unit=MetricUnit.Count, value=1)
+    return revoked
