@@ -1,0 +1,350 @@
+"""template.yaml against the code it deploys: handlers, environment, routes, and guard rails.
+
+Reads the template and the code statically: nothing is deployed and no handler code is imported.
+"""
+
+from __future__ import annotations
+
+import re
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from local.template import load_yaml
+from tests.support.handlers import REPO
+from tests.support.source_scan import Program, declared_routes, defines_callable, load_program, parse, program_env_reads
+
+# The local cloud's loader: it reads short-form intrinsics (!Ref, !GetAtt) as their long form.
+TEMPLATE = load_yaml(REPO / "template.yaml")
+RESOURCES: dict[str, Any] = TEMPLATE["Resources"]
+FUNCTIONS = {name: r for name, r in RESOURCES.items() if r["Type"] == "AWS::Serverless::Function"}
+GLOBAL_ENV: dict[str, Any] = TEMPLATE["Globals"]["Function"]["Environment"]["Variables"]
+
+# Set by the Lambda runtime itself, never by the template.
+# https://docs.aws.amazon.com/lambda/latest/dg/configuration-envvars.html#configuration-envvars-runtime
+LAMBDA_PROVIDED_ENV = frozenset(
+    {
+        "_HANDLER",
+        "_X_AMZN_TRACE_ID",
+        "AWS_ACCESS_KEY_ID",
+        "AWS_DEFAULT_REGION",
+        "AWS_EXECUTION_ENV",
+        "AWS_LAMBDA_FUNCTION_MEMORY_SIZE",
+        "AWS_LAMBDA_FUNCTION_NAME",
+        "AWS_LAMBDA_FUNCTION_VERSION",
+        "AWS_LAMBDA_INITIALIZATION_TYPE",
+        "AWS_LAMBDA_LOG_FORMAT",
+        "AWS_LAMBDA_LOG_GROUP_NAME",
+        "AWS_LAMBDA_LOG_LEVEL",
+        "AWS_LAMBDA_LOG_STREAM_NAME",
+        "AWS_LAMBDA_RUNTIME_API",
+        "AWS_REGION",
+        "AWS_SECRET_ACCESS_KEY",
+        "AWS_SESSION_TOKEN",
+        "AWS_XRAY_CONTEXT_MISSING",
+        "AWS_XRAY_DAEMON_ADDRESS",
+        "LAMBDA_RUNTIME_DIR",
+        "LAMBDA_TASK_ROOT",
+        "LANG",
+        "LD_LIBRARY_PATH",
+        "PATH",
+        "PYTHONPATH",
+        "TZ",
+    }
+)
+
+# Parameter -> the environment variable that carries it into every function.
+PARAMETER_ENV = {
+    "Environment": "ENVIRONMENT",
+    "LogLevel": "POWERTOOLS_LOG_LEVEL",
+    "IntegrationDefaultRetryAttempts": "INTEGRATION_DEFAULT_RETRY_ATTEMPTS",
+    "IntegrationDefaultBatchSize": "INTEGRATION_DEFAULT_BATCH_SIZE",
+    "WebhookRateLimitPerMinute": "WEBHOOK_RATE_LIMIT_PER_MINUTE",
+    "WebhookMaxPayloadSize": "WEBHOOK_MAX_PAYLOAD_SIZE",
+    "WebhookSignatureValidation": "WEBHOOK_SIGNATURE_VALIDATION",
+    "ApiRateLimitingEnabled": "API_RATE_LIMITING_ENABLED",
+    "DashboardUpdateInterval": "DASHBOARD_UPDATE_INTERVAL",
+    "ManagementMaxBodyBytes": "MANAGEMENT_MAX_BODY_BYTES",
+}
+# Parameters that shape infrastructure only; no code reads them.
+INFRASTRUCTURE_PARAMETERS = frozenset(
+    {"ApiThrottlingRateLimit", "ApiThrottlingBurstLimit", "AlarmEmail", "LogRetentionDays"}
+)
+
+DOCS_ROUTES = {("GET", "/api/docs"), ("GET", "/api/openapi.json")}
+
+REQUIRED_OUTPUTS = {
+    "ManagementApiUrl",
+    "DataTableName",
+    "DataTableArn",
+    "CredentialsKeyArn",
+    "CredentialsKeyAliasName",
+    "DataLakeBucketName",
+    "AlertTopicArn",
+    "ManagementFunctionName",
+    "AuthorizerFunctionName",
+}
+
+
+def code_dir(function: dict[str, Any]) -> Path:
+    return REPO / str(function["Properties"]["CodeUri"])
+
+
+def handler_parts(function: dict[str, Any]) -> tuple[str, str]:
+    module, _, attribute = function["Properties"]["Handler"].rpartition(".")
+    return module, attribute
+
+
+def program_of(name: str) -> Program:
+    function = FUNCTIONS[name]
+    module, _ = handler_parts(function)
+    return load_program(code_dir(function), module)
+
+
+def function_env(name: str) -> dict[str, Any]:
+    own = FUNCTIONS[name]["Properties"].get("Environment", {}).get("Variables", {})
+    return {**GLOBAL_ENV, **own}
+
+
+def management_events() -> dict[str, dict[str, Any]]:
+    events = FUNCTIONS["ManagementFunction"]["Properties"]["Events"]
+    return {name: e["Properties"] for name, e in events.items() if e["Type"] == "HttpApi"}
+
+
+def template_routes() -> dict[tuple[str, str], dict[str, Any]]:
+    return {(e["Method"].upper(), e["Path"]): e for e in management_events().values()}
+
+
+def path_shape(path: str) -> str:
+    return re.sub(r"\{[^}]+\}", "{}", path)
+
+
+def path_params(path: str) -> list[str]:
+    return re.findall(r"\{([^}]+)\}", path)
+
+
+# ---------------------------------------------------------------- handlers
+
+
+@pytest.mark.parametrize("name", sorted(FUNCTIONS))
+def test_code_uri_exists(name: str) -> None:
+    assert code_dir(FUNCTIONS[name]).is_dir(), f"{name}: CodeUri {FUNCTIONS[name]['Properties']['CodeUri']} is missing"
+
+
+@pytest.mark.parametrize("name", sorted(FUNCTIONS))
+def test_handler_resolves_to_a_callable(name: str) -> None:
+    module, attribute = handler_parts(FUNCTIONS[name])
+    path = code_dir(FUNCTIONS[name]) / (module.replace(".", "/") + ".py")
+    assert path.is_file(), f"{name}: handler module {path.relative_to(REPO)} is missing"
+    assert defines_callable(parse(path), attribute), f"{name}: {path.relative_to(REPO)} does not define {attribute}"
+
+
+# ---------------------------------------------------------------- environment
+
+
+@pytest.mark.parametrize("name", sorted(FUNCTIONS))
+def test_every_variable_the_code_reads_is_set(name: str) -> None:
+    reads = program_env_reads(program_of(name))
+    missing = {v: sorted(m) for v, m in reads.items() if v not in function_env(name) and v not in LAMBDA_PROVIDED_ENV}
+    assert not missing, f"{name} reads variables the template does not set: {missing}"
+
+
+def test_every_parameter_is_accounted_for() -> None:
+    assert set(TEMPLATE["Parameters"]) == set(PARAMETER_ENV) | INFRASTRUCTURE_PARAMETERS
+
+
+@pytest.mark.parametrize("name", sorted(FUNCTIONS))
+def test_every_parameter_reaches_the_function(name: str) -> None:
+    env = function_env(name)
+    wrong = {p: env.get(v) for p, v in PARAMETER_ENV.items() if env.get(v) != {"Ref": p}}
+    assert not wrong, f"{name}: these parameters do not reach its environment as expected: {wrong}"
+
+
+def test_functions_find_the_table() -> None:
+    assert GLOBAL_ENV["TABLE_NAME"] == {"Ref": "DataTable"}
+
+
+# ---------------------------------------------------------------- routes
+
+
+def test_routes_match_the_code() -> None:
+    in_code = declared_routes(program_of("ManagementFunction"))
+    in_template = set(template_routes())
+    assert in_code - in_template == set(), "routes the code declares but the template does not"
+    assert in_template - in_code == set(), "routes the template declares but the code does not"
+
+
+def test_path_parameter_names_match_the_code() -> None:
+    in_code = {(m, path_shape(p)): path_params(p) for m, p in declared_routes(program_of("ManagementFunction"))}
+    for method, path in template_routes():
+        key = (method, path_shape(path))
+        if key in in_code:
+            assert path_params(path) == in_code[key], f"{method} {path}: code names {in_code[key]}"
+
+
+def test_management_routes_are_on_the_management_api() -> None:
+    for name, event in management_events().items():
+        assert event["ApiId"] == {"Ref": "ManagementApi"}, name
+
+
+def test_only_the_docs_are_public() -> None:
+    public = {route for route, event in template_routes().items() if event.get("Auth", {}).get("Authorizer") == "NONE"}
+    assert public == DOCS_ROUTES
+
+
+def test_the_authorizer_guards_every_other_route() -> None:
+    auth = RESOURCES["ManagementApi"]["Properties"]["Auth"]
+    assert auth["DefaultAuthorizer"] == "ApiKeyAuthorizer"
+    authorizer = auth["Authorizers"]["ApiKeyAuthorizer"]
+    assert authorizer["FunctionArn"] == {"Fn::GetAtt": ["AuthorizerFunction", "Arn"]}
+    assert authorizer["Identity"]["ReauthorizeEvery"] == 0, "a revoked key must stop working at once"
+    # An identity source would make the gateway itself answer 401 for a request without a key.
+    assert set(authorizer["Identity"]) == {"ReauthorizeEvery"}
+
+
+# ---------------------------------------------------------------- IAM
+
+
+def inline_statements() -> list[tuple[str, dict[str, Any]]]:
+    found: list[tuple[str, dict[str, Any]]] = []
+    for name, function in FUNCTIONS.items():
+        for policy in function["Properties"].get("Policies", []):
+            if isinstance(policy, dict) and "Statement" in policy:
+                found.extend((name, s) for s in policy["Statement"])
+    for name, resource in RESOURCES.items():
+        if resource["Type"] in {"AWS::IAM::Policy", "AWS::IAM::ManagedPolicy"}:
+            found.extend((name, s) for s in resource["Properties"]["PolicyDocument"]["Statement"])
+        elif resource["Type"] == "AWS::IAM::Role":
+            for policy in resource["Properties"].get("Policies", []):
+                found.extend((name, s) for s in policy["PolicyDocument"]["Statement"])
+    return found
+
+
+def actions_of(statement: dict[str, Any]) -> list[str]:
+    return statement["Action"] if isinstance(statement["Action"], list) else [statement["Action"]]
+
+
+def test_inline_statements_name_their_resources() -> None:
+    statements = inline_statements()
+    assert statements, "expected at least the management function's KMS statement"
+    for name, statement in statements:
+        resources = statement["Resource"] if isinstance(statement["Resource"], list) else [statement["Resource"]]
+        assert "*" not in resources, f"{name}: statement {statement.get('Sid')} allows every resource"
+
+
+def test_no_broad_managed_policies() -> None:
+    for name, function in FUNCTIONS.items():
+        for policy in function["Properties"].get("Policies", []):
+            if isinstance(policy, str):
+                assert policy != "AdministratorAccess" and not policy.endswith("FullAccess"), f"{name}: {policy}"
+    for name, resource in RESOURCES.items():
+        for arn in resource.get("Properties", {}).get("ManagedPolicyArns", []):
+            assert not re.search(r"(AdministratorAccess|FullAccess)$", str(arn)), f"{name}: {arn}"
+
+
+def test_management_function_uses_the_credentials_key_for_envelopes_only() -> None:
+    kms = [
+        s
+        for name, s in inline_statements()
+        if name == "ManagementFunction" and any(a.startswith("kms:") for a in actions_of(s))
+    ]
+    assert {a for s in kms for a in actions_of(s)} == {"kms:GenerateDataKey", "kms:Decrypt"}
+    assert all(s["Resource"] == {"Fn::GetAtt": ["CredentialsKey", "Arn"]} for s in kms)
+
+
+def test_authorizer_only_reads_the_table() -> None:
+    policies = FUNCTIONS["AuthorizerFunction"]["Properties"]["Policies"]
+    assert policies == [{"DynamoDBReadPolicy": {"TableName": {"Ref": "DataTable"}}}]
+
+
+# ---------------------------------------------------------------- data protection
+
+
+def resources_of(kind: str) -> dict[str, dict[str, Any]]:
+    return {name: r for name, r in RESOURCES.items() if r["Type"] == kind}
+
+
+def test_kms_keys_rotate() -> None:
+    keys = resources_of("AWS::KMS::Key")
+    assert "CredentialsKey" in keys
+    for name, key in keys.items():
+        assert key["Properties"].get("EnableKeyRotation") is True, name
+
+
+def test_buckets_are_private_versioned_and_encrypted() -> None:
+    buckets = resources_of("AWS::S3::Bucket")
+    assert "DataLakeBucket" in buckets
+    for name, bucket in buckets.items():
+        props = bucket["Properties"]
+        block = props["PublicAccessBlockConfiguration"]
+        assert all(
+            block.get(k) is True
+            for k in ("BlockPublicAcls", "BlockPublicPolicy", "IgnorePublicAcls", "RestrictPublicBuckets")
+        ), name
+        assert props["VersioningConfiguration"]["Status"] == "Enabled", name
+        rules = props["BucketEncryption"]["ServerSideEncryptionConfiguration"]
+        assert rules and all(
+            r["ServerSideEncryptionByDefault"]["SSEAlgorithm"] in {"AES256", "aws:kms", "aws:kms:dsse"} for r in rules
+        ), name
+
+
+def test_buckets_refuse_plain_http() -> None:
+    policies = {r["Properties"]["Bucket"]["Ref"]: r for r in resources_of("AWS::S3::BucketPolicy").values()}
+    for name in resources_of("AWS::S3::Bucket"):
+        statements = policies[name]["Properties"]["PolicyDocument"]["Statement"]
+        assert any(
+            s["Effect"] == "Deny" and s.get("Condition", {}).get("Bool", {}).get("aws:SecureTransport") == "false"
+            for s in statements
+        ), name
+
+
+def test_table_keeps_its_data() -> None:
+    table = RESOURCES["DataTable"]
+    assert table["DeletionPolicy"] == "Retain" and table["UpdateReplacePolicy"] == "Retain"
+    props = table["Properties"]
+    assert props["PointInTimeRecoverySpecification"]["PointInTimeRecoveryEnabled"] is True
+    assert props["SSESpecification"]["SSEEnabled"] is True
+    assert props["TimeToLiveSpecification"] == {"AttributeName": "expires_at", "Enabled": True}
+
+
+# ---------------------------------------------------------------- operations
+
+
+@pytest.mark.parametrize("name", sorted(FUNCTIONS))
+def test_every_function_has_an_errors_alarm(name: str) -> None:
+    alarms = [
+        a["Properties"]
+        for a in resources_of("AWS::CloudWatch::Alarm").values()
+        if a["Properties"]["Namespace"] == "AWS/Lambda"
+        and a["Properties"]["MetricName"] == "Errors"
+        and {"Name": "FunctionName", "Value": {"Ref": name}} in a["Properties"]["Dimensions"]
+    ]
+    assert alarms, f"{name} has no Errors alarm"
+    assert all({"Ref": "AlertTopic"} in a["AlarmActions"] for a in alarms)
+
+
+def test_alarms_can_publish_to_the_encrypted_topic() -> None:
+    """AlertsKey lets CloudWatch use it only for alarms named `<stack name>-...`."""
+    for name, alarm in resources_of("AWS::CloudWatch::Alarm").items():
+        alarm_name = alarm["Properties"].get("AlarmName", {})
+        assert isinstance(alarm_name, dict) and str(alarm_name.get("Fn::Sub", "")).startswith("${AWS::StackName}-"), (
+            name
+        )
+
+
+@pytest.mark.parametrize("name", sorted(FUNCTIONS))
+def test_every_function_has_a_log_group_with_retention(name: str) -> None:
+    groups = [
+        g["Properties"]
+        for g in resources_of("AWS::Logs::LogGroup").values()
+        if g["Properties"]["LogGroupName"] == {"Fn::Sub": f"/aws/lambda/${{{name}}}"}
+    ]
+    assert len(groups) == 1, f"{name} needs exactly one explicit log group"
+    assert groups[0]["RetentionInDays"] == {"Ref": "LogRetentionDays"}
+
+
+def test_outputs() -> None:
+    missing = REQUIRED_OUTPUTS - set(TEMPLATE["Outputs"])
+    assert not missing, f"missing outputs: {sorted(missing)}"
+    assert TEMPLATE["Outputs"]["DataTableName"]["Value"] == {"Ref": "DataTable"}, "the admin CLI reads DataTableName"
