@@ -51,6 +51,13 @@ class ValidationFailedError(ChurnGuardError):
     code = "validation_error"
 
 
+class ServiceUnavailableError(ChurnGuardError):
+    """An AWS dependency refused a call; nothing was left half-done and the request may be retried."""
+
+    status_code = 503
+    code = "service_unavailable"
+
+
 class CredentialDecryptionError(ChurnGuardError):
     """Ciphertext does not decrypt under this integration's encryption context.
 

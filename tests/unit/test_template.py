@@ -67,6 +67,12 @@ PARAMETER_ENV = {
     "DashboardUpdateInterval": "DASHBOARD_UPDATE_INTERVAL",
     "ManagementMaxBodyBytes": "MANAGEMENT_MAX_BODY_BYTES",
 }
+# Parameters only the functions that sync need: the optional Analytics API sink.
+SYNC_PARAMETER_ENV = {
+    "AnalyticsApiUrl": "ANALYTICS_API_URL",
+    "AnalyticsApiTokenSecretName": "ANALYTICS_API_TOKEN_SECRET",
+}
+SYNCING_FUNCTIONS = ("ManagementFunction", "SyncTaskFunction")
 # Parameters that shape infrastructure only; no code reads them.
 INFRASTRUCTURE_PARAMETERS = frozenset(
     {"ApiThrottlingRateLimit", "ApiThrottlingBurstLimit", "AlarmEmail", "LogRetentionDays"}
@@ -151,7 +157,14 @@ def test_every_variable_the_code_reads_is_set(name: str) -> None:
 
 
 def test_every_parameter_is_accounted_for() -> None:
-    assert set(TEMPLATE["Parameters"]) == set(PARAMETER_ENV) | INFRASTRUCTURE_PARAMETERS
+    assert set(TEMPLATE["Parameters"]) == set(PARAMETER_ENV) | set(SYNC_PARAMETER_ENV) | INFRASTRUCTURE_PARAMETERS
+
+
+@pytest.mark.parametrize("name", SYNCING_FUNCTIONS)
+def test_sync_parameters_reach_the_functions_that_sync(name: str) -> None:
+    env = function_env(name)
+    wrong = {p: env.get(v) for p, v in SYNC_PARAMETER_ENV.items() if env.get(v) != {"Ref": p}}
+    assert not wrong, f"{name}: these parameters do not reach its environment as expected: {wrong}"
 
 
 @pytest.mark.parametrize("name", sorted(FUNCTIONS))

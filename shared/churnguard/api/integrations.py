@@ -38,7 +38,7 @@ def service() -> IntegrationService:
     return default_service()
 
 
-def _integration_id(value: str) -> str:
+def integration_id_or_404(value: str) -> str:
     """Malformed ids are simply not found, like another organisation's."""
     if not _INTEGRATION_ID.match(value):
         raise NotFoundError("integration not found", {"integration_id": value[:64]})
@@ -66,19 +66,19 @@ def list_integrations(
 
 @router.get("/api/integrations/<integration_id>", tags=["integrations"], summary="Get an integration")
 def get_integration(integration_id: str) -> IntegrationView:
-    return service().get(caller_organization(router), _integration_id(integration_id))
+    return service().get(caller_organization(router), integration_id_or_404(integration_id))
 
 
 @router.patch("/api/integrations/<integration_id>", tags=["integrations"], summary="Change an integration's settings")
 def update_integration(integration_id: str, body: Annotated[IntegrationUpdateRequest, Body()]) -> IntegrationView:
-    return service().update(caller_organization(router), _integration_id(integration_id), body)
+    return service().update(caller_organization(router), integration_id_or_404(integration_id), body)
 
 
 @router.delete(
     "/api/integrations/<integration_id>", status_code=204, tags=["integrations"], summary="Delete an integration"
 )
 def delete_integration(integration_id: str) -> Response[None]:
-    service().delete(caller_organization(router), _integration_id(integration_id))
+    service().delete(caller_organization(router), integration_id_or_404(integration_id))
     metrics.add_metric(name="IntegrationsDeleted", unit=MetricUnit.Count, value=1)
     return Response(status_code=204, body=None)
 
@@ -89,6 +89,6 @@ def delete_integration(integration_id: str) -> Response[None]:
     summary="Replace an integration's credentials (encrypted; never returned)",
 )
 def replace_credentials(integration_id: str, body: Annotated[IntegrationCredentials, Body()]) -> IntegrationView:
-    view = service().replace_credentials(caller_organization(router), _integration_id(integration_id), body)
+    view = service().replace_credentials(caller_organization(router), integration_id_or_404(integration_id), body)
     metrics.add_metric(name="CredentialsReplaced", unit=MetricUnit.Count, value=1)
     return view

@@ -1,0 +1,37 @@
+"""Sync task function: every state of the sync state machine, and scheduled sync starts.
+
+Thin: churnguard.sync.tasks does the work; this wires it to the function's environment.
+"""
+
+from __future__ import annotations
+
+from functools import lru_cache
+from typing import Any
+
+from aws_lambda_powertools import Logger, Metrics
+from aws_lambda_powertools.utilities.typing import LambdaContext
+
+from churnguard import aws
+from churnguard.config import env_str
+from churnguard.sync.engine import default_engine
+from churnguard.sync.launcher import SyncLauncher
+from churnguard.sync.schedules import remove_schedule
+from churnguard.sync.tasks import run_task
+
+logger = Logger()
+metrics = Metrics()
+
+
+@lru_cache(maxsize=1)
+def launcher() -> SyncLauncher:
+    return SyncLauncher(default_engine(), aws.client("stepfunctions"), env_str("SYNC_STATE_MACHINE_ARN"))
+
+
+def remove_integration_schedule(integration_id: str) -> None:
+    remove_schedule(aws.client("scheduler"), env_str("SYNC_SCHEDULE_GROUP"), integration_id)
+
+
+@logger.inject_lambda_context
+@metrics.log_metrics
+def lambda_handler(event: dict[str, Any], context: LambdaContext) -> dict[str, Any]:
+    return run_task(event, context.get_remaining_time_in_millis, launcher, remove_integration_schedule)

@@ -1,0 +1,175 @@
+"""A PostgreSQL sync through everything: HTTP → management function → Step Functions (moto's
+interpreter really executing the state machine) → sync task function → the S3 data lake.
+
+Needs the PostgreSQL server on 127.0.0.1 (CHURNGUARD_TEST_POSTGRES_URL); .ci/run starts it.
+"""
+
+from __future__ import annotations
+
+import gzip
+import json
+import time
+import uuid
+from collections.abc import Iterator
+from typing import Any
+
+import psycopg2
+import pytest
+
+from tests.e2e.conftest import Tenant
+from tests.support.sync import POSTGRES_URL, DatabaseUrl
+
+ROWS = 2_500
+SHARED_TIMESTAMP = "2026-01-01T00:00:00+00:00"
+
+
+@pytest.fixture
+def customers_table() -> Iterator[tuple[Any, str]]:
+    url = DatabaseUrl.parse(POSTGRES_URL, 5432)
+    conn = psycopg2.connect(host=url.host, port=url.port, user=url.user, password=url.password, dbname=url.database)
+    conn.autocommit = True
+    schema = f"e2e_{uuid.uuid4().hex[:8]}"
+    with conn.cursor() as cur:
+        cur.execute(f"CREATE SCHEMA {schema}")
+        cur.execute(
+            f"CREATE TABLE {schema}.customers (id integer PRIMARY KEY, email text NOT NULL, "
+            "mrr numeric(12,2) NOT NULL, updated_at timestamptz NOT NULL)"
+        )
+        # Most rows share one timestamp, so pages must break ties on the primary key.
+        cur.execute(
+            f"INSERT INTO {schema}.customers SELECT g, 'c' || g || '@example.com', g * 1.25, "
+            "CASE WHEN g %% 10 = 0 THEN %s::timestamptz + g * interval '1 second' ELSE %s::timestamptz END "
+            "FROM generate_series(1, %s) g",
+            (SHARED_TIMESTAMP, SHARED_TIMESTAMP, ROWS),
+        )
+    try:
+        yield conn, schema
+    finally:
+        with conn.cursor() as cur:
+            cur.execute(f"DROP SCHEMA {schema} CASCADE")
+        conn.close()
+
+
+def wait_for_sync(tenant: Tenant, integration_id: str, sync_id: str, timeout: float = 180) -> dict[str, Any]:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        status = tenant.request("GET", f"/api/integrations/{integration_id}/sync/status").json()
+        if status["sync_id"] == sync_id and status["status"] in {"succeeded", "failed", "cancelled"}:
+            return status  # type: ignore[no-any-return]
+        time.sleep(0.3)
+    raise AssertionError(f"sync {sync_id} did not finish within {timeout} s")
+
+
+def lake_ids(cloud: Any, organization_id: str, sync_id: str) -> list[int]:
+    s3 = cloud.boto3_client("s3")
+    bucket = cloud.resources["DataLakeBucket"]["physical_id"]
+    prefix = f"org={organization_id}/provider=postgresql/entity=customer/"
+    ids: list[int] = []
+    for page in s3.get_paginator("list_objects_v2").paginate(Bucket=bucket, Prefix=prefix):
+        for obj in page.get("Contents", []):
+            if sync_id not in obj["Key"]:
+                continue
+            body = gzip.decompress(s3.get_object(Bucket=bucket, Key=obj["Key"])["Body"].read())
+            ids.extend(int(json.loads(line)["record_id"]) for line in body.splitlines() if line)
+    return ids
+
+
+def test_full_then_incremental_sync_through_the_state_machine(
+    cloud: Any, new_tenant: Any, customers_table: tuple[Any, str]
+) -> None:
+    conn, schema = customers_table
+    url = DatabaseUrl.parse(POSTGRES_URL, 5432)
+    tenant: Tenant = new_tenant(f"org_sync_{uuid.uuid4().hex[:6]}")
+    created = tenant.request(
+        "POST",
+        "/api/integrations",
+        json={
+            "integration_name": "Customer database",
+            "provider_name": "postgresql",
+            "base_url": url.address,
+            "status": "active",
+            "entity_mappings": {"customer": f"{schema}.customers"},
+            "credentials": {
+                "credential_type": "basic_auth",
+                "username": url.user,
+                "password": url.password or "trust-auth-ignores-this",
+                "custom_fields": {"database": url.database},
+            },
+            "sync_config": {"sync_mode": "incremental", "batch_size": 300, "sync_frequency": 3600},
+        },
+    )
+    assert created.status_code == 201, created.text
+    integration_id = created.json()["integration_id"]
+
+    check = tenant.request("POST", f"/api/integrations/{integration_id}/test-connection")
+    assert check.status_code == 200
+    assert check.json()["check"]["status"] == "ok"
+
+    started = tenant.request("POST", f"/api/integrations/{integration_id}/sync")
+    assert started.status_code == 202, started.text
+    assert started.json()["status"] == "started"
+    sync_id = started.json()["sync_id"]
+    second = tenant.request("POST", f"/api/integrations/{integration_id}/sync")
+    assert second.status_code == 409
+
+    final = wait_for_sync(tenant, integration_id, sync_id)
+    assert final["status"] == "succeeded", final
+    assert final["records_processed"] == ROWS
+    assert final["progress"] == 1.0
+    ids = lake_ids(cloud, tenant.organization_id, sync_id)
+    assert len(ids) == ROWS
+    assert set(ids) == set(range(1, ROWS + 1))
+
+    with conn.cursor() as cur:
+        cur.execute(f"UPDATE {schema}.customers SET mrr = mrr + 1, updated_at = now() WHERE id <= 40")
+        cur.execute(
+            f"INSERT INTO {schema}.customers SELECT g, 'n' || g || '@example.com', 9.99, now() "
+            "FROM generate_series(%s, %s) g",
+            (ROWS + 1, ROWS + 25),
+        )
+    incremental = tenant.request("POST", f"/api/integrations/{integration_id}/sync", json={"mode": "incremental"})
+    assert incremental.status_code == 202
+    second_id = incremental.json()["sync_id"]
+    assert wait_for_sync(tenant, integration_id, second_id)["status"] == "succeeded"
+    changed = lake_ids(cloud, tenant.organization_id, second_id)
+    assert sorted(changed) == [*range(1, 41), *range(ROWS + 1, ROWS + 26)]
+
+    history = tenant.request("GET", f"/api/integrations/{integration_id}/syncs").json()["items"]
+    assert [run["sync_id"] for run in history] == [second_id, sync_id]
+    assert [run["progress"]["records_written"] for run in history] == [65, ROWS]
+    cancel = tenant.request("POST", f"/api/integrations/{integration_id}/sync/cancel")
+    assert cancel.status_code == 409, "nothing is running to cancel"
+
+
+def test_integrations_get_a_schedule_that_follows_them(cloud: Any, new_tenant: Any) -> None:
+    tenant: Tenant = new_tenant(f"org_sched_{uuid.uuid4().hex[:6]}")
+    body = {
+        "integration_name": "Scheduled",
+        "provider_name": "postgresql",
+        "base_url": "127.0.0.1:5432",
+        "status": "active",
+        "credentials": {"credential_type": "basic_auth", "username": "u", "password": "p"},
+        "sync_config": {"sync_frequency": 900},
+    }
+    integration_id = tenant.request("POST", "/api/integrations", json=body).json()["integration_id"]
+    scheduler = cloud.boto3_client("scheduler")
+    group = cloud.resources["SyncScheduleGroup"]["physical_id"]
+    name = f"sync-{integration_id}"
+
+    schedule = scheduler.get_schedule(Name=name, GroupName=group)
+    assert schedule["ScheduleExpression"] == "rate(15 minutes)"
+    assert schedule["State"] == "ENABLED"
+    assert json.loads(schedule["Target"]["Input"])["integration_id"] == integration_id
+
+    tenant.request("PATCH", f"/api/integrations/{integration_id}", json={"status": "paused"})
+    assert scheduler.get_schedule(Name=name, GroupName=group)["State"] == "DISABLED"
+    tenant.request("PATCH", f"/api/integrations/{integration_id}", json={"sync_config": {"sync_mode": "real_time"}})
+    with pytest.raises(scheduler.exceptions.ResourceNotFoundException):
+        scheduler.get_schedule(Name=name, GroupName=group)
+
+    stripe = tenant.request(
+        "POST", "/api/integrations", json={"integration_name": "No connector yet", "provider_name": "stripe"}
+    ).json()["integration_id"]
+    with pytest.raises(scheduler.exceptions.ResourceNotFoundException):
+        scheduler.get_schedule(Name=f"sync-{stripe}", GroupName=group)
+    assert tenant.request("POST", f"/api/integrations/{stripe}/sync").status_code == 422
