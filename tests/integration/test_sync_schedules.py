@@ -126,3 +126,35 @@ def test_malformed_task_events_are_refused() -> None:
 
     with pytest.raises(ValidationError):
         run_task({"action": "drop_tables"}, lambda: 1, _Launcher, lambda _: None)  # type: ignore[arg-type,return-value]
+
+
+class _BrokenScheduler:
+    def apply(self, config: IntegrationConfiguration) -> None:
+        raise RuntimeError("scheduler unavailable")
+
+    def remove(self, integration_id: str) -> None:
+        raise RuntimeError("scheduler unavailable")
+
+
+def test_a_schedule_that_cannot_be_created_undoes_the_registration(aws: dict[str, Any]) -> None:
+    from churnguard.crypto import CredentialCipher
+    from churnguard.errors import ServiceUnavailableError
+    from churnguard.integrations import IntegrationService
+    from churnguard.models import IntegrationCreateRequest
+    from churnguard.store.integrations import IntegrationStore
+
+    service = IntegrationService(
+        IntegrationStore(aws["dynamodb"], aws["table"]),
+        CredentialCipher(aws["kms"], aws["key_arn"]),
+        _BrokenScheduler(),  # type: ignore[arg-type]
+    )
+    request = IntegrationCreateRequest.model_validate(
+        {
+            "integration_name": "Warehouse",
+            "provider_name": "postgresql",
+            "credentials": {"credential_type": "basic_auth", "username": "u", "password": "p"},
+        }
+    )
+    with pytest.raises(ServiceUnavailableError):
+        service.create("org_a", request)
+    assert aws["dynamodb"].scan(TableName=aws["table"])["Items"] == [], "nothing half-written"
