@@ -5,22 +5,30 @@ Every operation takes the caller's organisation explicitly; nothing reads it fro
 
 from __future__ import annotations
 
-from typing import Any
+import logging
+from typing import TYPE_CHECKING, Any
 
 from pydantic import ValidationError
 
+from churnguard.connectors.identifiers import validate_source_settings
 from churnguard.crypto import CredentialCipher, encryption_context
-from churnguard.errors import ForbiddenError, NotFoundError, ValidationFailedError
+from churnguard.errors import ForbiddenError, NotFoundError, ServiceUnavailableError, ValidationFailedError
 from churnguard.models import (
     IntegrationConfiguration,
     IntegrationCreateRequest,
     IntegrationCredentials,
     IntegrationPage,
+    IntegrationStatus,
     IntegrationUpdateRequest,
     IntegrationView,
     utc_now,
 )
 from churnguard.store.integrations import IntegrationFilter, IntegrationStore
+
+if TYPE_CHECKING:
+    from churnguard.sync.schedules import SyncScheduler
+
+logger = logging.getLogger(__name__)
 
 
 def check_organization(caller_organization_id: str, claimed: str | None) -> None:
@@ -47,9 +55,12 @@ def validation_details(exc: ValidationError, prefix: tuple[str | int, ...] = ())
 
 
 class IntegrationService:
-    def __init__(self, store: IntegrationStore, cipher: CredentialCipher) -> None:
+    def __init__(
+        self, store: IntegrationStore, cipher: CredentialCipher, scheduler: SyncScheduler | None = None
+    ) -> None:
         self._store = store
         self._cipher = cipher
+        self._scheduler = scheduler
 
     def create(self, organization_id: str, request: IntegrationCreateRequest) -> IntegrationView:
         check_organization(organization_id, request.organization_id)
@@ -57,16 +68,20 @@ class IntegrationService:
             **request.model_dump(exclude={"organization_id", "credentials"}),
             organization_id=organization_id,
         )
+        validate_source_settings(config)
         envelope = None
         if request.credentials is not None:
             envelope = self._seal(config, request.credentials)
         self._store.create(config, envelope)
+        self._schedule_new(config)
         return IntegrationView.of(config)
 
     def register(self, config: IntegrationConfiguration) -> IntegrationView:
         """Stores a configuration built in Python (the engine's path), credentials included."""
+        validate_source_settings(config)
         envelope = self._seal(config, config.credentials) if config.credentials is not None else None
         self._store.create(config, envelope)
+        self._schedule_new(config)
         return IntegrationView.of(config)
 
     def get(self, organization_id: str, integration_id: str) -> IntegrationView:
@@ -93,11 +108,27 @@ class IntegrationService:
             raise ValidationFailedError(
                 "the integration would not be valid after this change", validation_details(exc)
             ) from None
+        validate_source_settings(after)
         self._store.update(before, after)
+        if self._scheduler is not None:
+            try:
+                self._scheduler.apply(after)
+            except Exception as exc:
+                logger.exception("sync schedule update failed", extra={"integration_id": after.integration_id})
+                raise ServiceUnavailableError(
+                    "the change was saved but its sync schedule could not be updated; repeat the request",
+                    {"integration_id": after.integration_id},
+                ) from exc
         return IntegrationView.of(after)
 
     def delete(self, organization_id: str, integration_id: str) -> None:
         self._store.delete(self._store.get(organization_id, integration_id))
+        if self._scheduler is not None:
+            try:
+                self._scheduler.remove(integration_id)
+            except Exception:
+                # Harmless: a schedule that fires for a deleted integration removes itself.
+                logger.exception("sync schedule removal failed", extra={"integration_id": integration_id})
 
     def replace_credentials(
         self, organization_id: str, integration_id: str, credentials: IntegrationCredentials
@@ -108,6 +139,15 @@ class IntegrationService:
         self._store.update(before, after, envelope)
         return IntegrationView.of(after)
 
+    def set_status(self, organization_id: str, integration_id: str, status: IntegrationStatus) -> IntegrationView:
+        """A status the platform decides (e.g. auth_failed after a failed connection test)."""
+        before = self._store.get(organization_id, integration_id)
+        after = before.model_copy(update={"status": status, "version": before.version + 1, "updated_at": utc_now()})
+        self._store.update(before, after)
+        if self._scheduler is not None:
+            self._scheduler.apply(after)
+        return IntegrationView.of(after)
+
     def load_credentials(self, organization_id: str, integration_id: str) -> IntegrationCredentials:
         """Decrypted credentials, for connectors only; never for a response."""
         self._store.get(organization_id, integration_id)
@@ -116,6 +156,20 @@ class IntegrationService:
             raise NotFoundError("the integration has no credentials", {"integration_id": integration_id})
         plaintext = self._cipher.decrypt(envelope, encryption_context(organization_id, integration_id))
         return IntegrationCredentials.model_validate(plaintext)
+
+    def _schedule_new(self, config: IntegrationConfiguration) -> None:
+        """Creates the integration's schedule, or undoes the creation so nothing is half-made."""
+        if self._scheduler is None:
+            return
+        try:
+            self._scheduler.apply(config)
+        except Exception as exc:
+            logger.exception("sync schedule creation failed", extra={"integration_id": config.integration_id})
+            self._store.delete(config)
+            raise ServiceUnavailableError(
+                "the integration's sync schedule could not be created, so it was not registered; retry",
+                {"integration_name": config.integration_name},
+            ) from exc
 
     def _seal(self, config: IntegrationConfiguration, credentials: IntegrationCredentials) -> dict[str, Any]:
         """Encrypts the credentials and records their masked summary on the configuration."""
@@ -162,10 +216,23 @@ class IntegrationEngine:
 
 def default_service() -> IntegrationService:
     """The service wired to this function's table and key."""
-    from churnguard import aws
-    from churnguard.config import kms_key_id, table_name
+    import os
 
+    from churnguard import aws
+    from churnguard.config import env_str, kms_key_id, table_name
+
+    scheduler = None
+    if os.environ.get("SYNC_SCHEDULE_GROUP"):
+        from churnguard.sync.schedules import SyncScheduler
+
+        scheduler = SyncScheduler(
+            aws.client("scheduler"),
+            group=env_str("SYNC_SCHEDULE_GROUP"),
+            target_arn=env_str("SYNC_TASK_FUNCTION_ARN"),
+            role_arn=env_str("SYNC_SCHEDULER_ROLE_ARN"),
+        )
     return IntegrationService(
         IntegrationStore(aws.client("dynamodb"), table_name()),
         CredentialCipher(aws.client("kms"), kms_key_id()),
+        scheduler,
     )

@@ -270,6 +270,22 @@ class SyncConfigurationPatch(StrictModel):
     concurrent_requests: int | None = None
 
 
+SourceQuery = Annotated[str, StringConstraints(strip_whitespace=True, min_length=1, max_length=20_000)]
+
+
+class SourceOptions(StrictModel):
+    """Per-entity settings of a database source, for what `entity_mappings` cannot say.
+
+    `query` (PostgreSQL, MySQL) reads the entity from a SELECT instead of a table; the primary key
+    then has to be given, since no catalog knows it. `primary_key` otherwise overrides the
+    catalog's and `cursor_field` overrides `sync_config.incremental_field` for this entity.
+    """
+
+    query: SourceQuery | None = None
+    primary_key: list[Identifier] | None = Field(default=None, min_length=1, max_length=8)
+    cursor_field: Identifier | None = None
+
+
 class IntegrationSettings(StrictModel):
     """The client-editable part of an integration, with the cross-field rules."""
 
@@ -284,6 +300,7 @@ class IntegrationSettings(StrictModel):
     ] = ""
     webhook_url: HttpUrl = ""
     entity_mappings: dict[FieldPath, FieldPath] = Field(default_factory=dict, max_length=100)
+    source_options: dict[FieldPath, SourceOptions] = Field(default_factory=dict, max_length=100)
     tags: list[Tag] = Field(default_factory=list, max_length=50)
 
     @model_validator(mode="after")
@@ -330,6 +347,7 @@ class IntegrationUpdateRequest(StrictModel):
     api_version: str | None = None
     webhook_url: str | None = None
     entity_mappings: dict[str, str] | None = None
+    source_options: dict[str, Any] | None = None
     tags: list[str] | None = None
 
     @field_validator("status")
@@ -378,6 +396,7 @@ class IntegrationView(BaseModel):
     api_version: str
     webhook_url: str
     entity_mappings: dict[str, str]
+    source_options: dict[str, SourceOptions]
     tags: list[str]
     last_sync_at: datetime | None
     last_error: str

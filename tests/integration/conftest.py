@@ -111,3 +111,74 @@ class LambdaContextStub:
 @pytest.fixture
 def api(aws: dict[str, Any]) -> ManagementApi:
     return ManagementApi()
+
+
+@pytest.fixture
+def lake(aws: dict[str, Any], monkeypatch: pytest.MonkeyPatch) -> Any:
+    """The data lake bucket in moto, as the template names it to functions (DATA_LAKE_BUCKET)."""
+    from tests.support.sync import BUCKET
+
+    s3 = boto3.client("s3")
+    s3.create_bucket(Bucket=BUCKET)
+    monkeypatch.setenv("DATA_LAKE_BUCKET", BUCKET)
+    return s3
+
+
+@pytest.fixture
+def harness(aws: dict[str, Any], lake: Any) -> Any:
+    from tests.support.sync import SyncHarness
+
+    return SyncHarness(aws, lake)
+
+
+@pytest.fixture
+def postgres() -> Iterator[Any]:
+    """A fresh schema in the test PostgreSQL (CHURNGUARD_TEST_POSTGRES_URL), dropped afterwards."""
+    import secrets
+
+    import psycopg2
+
+    from tests.support.sync import POSTGRES_URL, DatabaseUrl, TestDatabase
+
+    url = DatabaseUrl.parse(POSTGRES_URL, 5432)
+    conn = psycopg2.connect(
+        host=url.host, port=url.port, user=url.user, password=url.password or None, dbname=url.database
+    )
+    conn.autocommit = True
+    schema = f"cg_{secrets.token_hex(6)}"
+    with conn.cursor() as cur:
+        cur.execute(f'CREATE SCHEMA "{schema}"')
+    try:
+        yield TestDatabase(conn, url, schema)
+    finally:
+        with conn.cursor() as cur:
+            cur.execute(f'DROP SCHEMA "{schema}" CASCADE')
+        conn.close()
+
+
+@pytest.fixture
+def mysql() -> Iterator[Any]:
+    """A fresh database in the test MySQL/MariaDB (CHURNGUARD_TEST_MYSQL_URL), dropped afterwards."""
+    import secrets
+
+    import pymysql
+
+    from tests.support.sync import MYSQL_URL, DatabaseUrl, TestDatabase
+
+    url = DatabaseUrl.parse(MYSQL_URL, 3306)
+    conn = pymysql.connect(host=url.host, port=url.port, user=url.user, password=url.password, autocommit=True)
+    database = f"cg_{secrets.token_hex(6)}"
+    # A login with a password for the integration: basic_auth credentials always carry one.
+    login = (database, secrets.token_hex(12))
+    with conn.cursor() as cur:
+        cur.execute(f"CREATE DATABASE `{database}`")
+        cur.execute(f"USE `{database}`")
+        cur.execute(f"CREATE USER '{login[0]}'@'%' IDENTIFIED BY '{login[1]}'")
+        cur.execute(f"GRANT ALL ON `{database}`.* TO '{login[0]}'@'%'")
+    try:
+        yield TestDatabase(conn, url, database, login)
+    finally:
+        with conn.cursor() as cur:
+            cur.execute(f"DROP DATABASE `{database}`")
+            cur.execute(f"DROP USER '{login[0]}'@'%'")
+        conn.close()

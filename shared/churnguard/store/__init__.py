@@ -8,6 +8,16 @@ Single-table layout (pk / sk):
     ORG#<org>        CREDENTIALS#<id>           the KMS envelope of an integration's credentials
     ORG#<org>        APIKEY#<key_id>            an API key's metadata and status
     APIKEY#<sha256>  APIKEY                     lookup of a presented key, deleted on revocation
+    ORG#<org>        SYNC#<integration>#<sync>  a sync run (document, status, version, cancel flag)
+    ORG#<org>        SYNC_LOCK#<integration>    the running sync and its lease (one sync at a time)
+    ORG#<org>        SYNC_CURSOR#<integration>  final per-entity state of the last successful sync
+    ORG#<org>        CIRCUIT#<integration>      the integration's circuit breaker (shared by all invocations)
+    ORG#<org>        WEBHOOK#<provider>         the organisation's webhook endpoint for a provider: configuration
+                                                document, KMS envelope of its secrets, ignored-event counter
+    ORG#<org>        DEADLETTER#<message key>   a webhook event that exhausted its retries, with its error (DLQ API)
+    WHEVENT#<org>#<endpoint>#<event id>  -      dedupe claim of a provider event (pending + lease, then queued); TTL
+    WHRATE#<org>#<minute>                -      fixed-window webhook rate counter; TTL
+    RECSTATE#<org>#<integration>#<entity>#<key>  -  newest event time applied to a record (out-of-order guard); TTL
 
 Uniqueness and revocation use plain items in transactions rather than indexes: index reads are
 eventually consistent, which would let a duplicate name in or a revoked key keep working.

@@ -36,3 +36,58 @@ def api_key_key(organization_id: str, key_id: str) -> dict[str, dict[str, str]]:
 
 def api_key_lookup_key(key_hash: str) -> dict[str, dict[str, str]]:
     return key(APIKEY_PREFIX + key_hash, APIKEY_LOOKUP_SK)
+
+
+SYNC_PREFIX = "SYNC#"
+SYNC_LOCK_PREFIX = "SYNC_LOCK#"
+SYNC_CURSOR_PREFIX = "SYNC_CURSOR#"
+CIRCUIT_PREFIX = "CIRCUIT#"
+
+
+def sync_prefix(integration_id: str) -> str:
+    return f"{SYNC_PREFIX}{integration_id}#"
+
+
+def sync_key(organization_id: str, integration_id: str, sync_id: str) -> dict[str, dict[str, str]]:
+    return key(org_pk(organization_id), sync_prefix(integration_id) + sync_id)
+
+
+def sync_lock_key(organization_id: str, integration_id: str) -> dict[str, dict[str, str]]:
+    return key(org_pk(organization_id), SYNC_LOCK_PREFIX + integration_id)
+
+
+def sync_cursor_key(organization_id: str, integration_id: str) -> dict[str, dict[str, str]]:
+    return key(org_pk(organization_id), SYNC_CURSOR_PREFIX + integration_id)
+
+
+def circuit_key(organization_id: str, integration_id: str) -> dict[str, dict[str, str]]:
+    return key(org_pk(organization_id), CIRCUIT_PREFIX + integration_id)
+
+
+WEBHOOK_PREFIX = "WEBHOOK#"
+DEADLETTER_PREFIX = "DEADLETTER#"
+SINGLETON_SK = "-"
+
+
+def webhook_key(organization_id: str, provider: str) -> dict[str, dict[str, str]]:
+    """One endpoint per provider and organisation, found by the receiver in a single read."""
+    return key(org_pk(organization_id), WEBHOOK_PREFIX + provider)
+
+
+def webhook_event_key(organization_id: str, endpoint_id: str, event_id: str) -> dict[str, dict[str, str]]:
+    """Dedupe claims get their own partition each, so a busy organisation has no hot key."""
+    return key(f"WHEVENT#{organization_id}#{endpoint_id}#{event_id}", SINGLETON_SK)
+
+
+def webhook_rate_key(organization_id: str, window: int) -> dict[str, dict[str, str]]:
+    return key(f"WHRATE#{organization_id}#{window}", SINGLETON_SK)
+
+
+def record_state_key(
+    organization_id: str, integration_id: str, entity: str, ordering_key: str
+) -> dict[str, dict[str, str]]:
+    return key(f"RECSTATE#{organization_id}#{integration_id}#{entity}#{ordering_key}", SINGLETON_SK)
+
+
+def deadletter_key(organization_id: str, message_key: str) -> dict[str, dict[str, str]]:
+    return key(org_pk(organization_id), DEADLETTER_PREFIX + message_key)

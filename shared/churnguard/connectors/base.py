@@ -1,0 +1,383 @@
+"""The connector SDK: what every source provides, and the resilience it gets for free.
+
+A connector declares one stream per entity (`entity_mappings`: entity → table or collection;
+`source_options`: a query, a primary key or cursor override), checks its connection, estimates
+row counts for progress, and reads pages in (cursor, primary key) order from a `Position`. After
+each page the position is the last row's (cursor, key); a sync stores it as a small JSON state
+(`state_of`) and resumes from it (`position_of`), so rows sharing a cursor value across a page
+boundary are neither lost nor read twice.
+
+Subclasses implement the `_`-prefixed primitives and `translate` (driver exception → SourceError
+with a message of our own: driver messages can name the user, so they never reach a response,
+log or record). The base class routes every call through the integration's Guard (retry policy,
+rate limit, circuit breaker) and re-opens a read from the last page's position when a transient
+error breaks it.
+
+Adding a provider: one module with a Connector subclass, one entry in `registry`.
+"""
+
+from __future__ import annotations
+
+import base64
+from abc import ABC, abstractmethod
+from collections.abc import Callable, Generator
+from dataclasses import dataclass
+from datetime import date, datetime, time
+from decimal import Decimal
+from enum import StrEnum
+from functools import partial
+from typing import Any, ClassVar, TypeVar
+from uuid import UUID
+
+from pydantic import BaseModel, ConfigDict, computed_field
+
+from churnguard.connectors.resilience import Guard
+from churnguard.errors import ChurnGuardError
+from churnguard.models import (
+    DataSyncMode,
+    IntegrationConfiguration,
+    IntegrationCredentials,
+    ProviderName,
+    SourceOptions,
+)
+from churnguard.pipeline.mapping import required_fields, scoped
+
+T = TypeVar("T")
+
+
+class CheckStatus(StrEnum):
+    OK = "ok"
+    UNREACHABLE = "unreachable"
+    AUTHENTICATION_FAILED = "authentication_failed"
+    MISSING_OBJECT = "missing_object"
+    MISSING_PRIVILEGES = "missing_privileges"
+    INVALID_CONFIGURATION = "invalid_configuration"
+    ERROR = "error"
+
+
+class SourceError(ChurnGuardError):
+    """A source failed in a way retrying will not fix (credentials, a missing table, privileges,
+    configuration). `kind` says which."""
+
+    status_code = 502
+    code = "source_error"
+    retryable = False
+
+    def __init__(
+        self,
+        kind: CheckStatus,
+        message: str,
+        *,
+        retry_after: float | None = None,
+        details: dict[str, Any] | None = None,
+    ) -> None:
+        super().__init__(message, {"kind": kind.value, **(details or {})})
+        self.kind = kind
+        self.retry_after = retry_after
+
+
+class TransientSourceError(SourceError):
+    """A source failed in a way that may pass: unreachable, timed out, overloaded. The retry
+    policy retries it within an invocation; its class name lets Step Functions retry it across."""
+
+    retryable = True
+
+
+class StreamCheck(BaseModel):
+    entity: str
+    source: str
+    status: CheckStatus
+    message: str
+    primary_key: list[str] = []
+    cursor_field: str | None = None
+    sync_modes: list[DataSyncMode] = []
+
+
+class ConnectionCheck(BaseModel):
+    """Result of testing an integration's connection, one entry per configured entity."""
+
+    status: CheckStatus
+    message: str
+    streams: list[StreamCheck] = []
+
+    @computed_field  # type: ignore[prop-decorator]
+    @property
+    def ok(self) -> bool:
+        return self.status is CheckStatus.OK
+
+
+class Stream(BaseModel):
+    """One entity's source, as discovered; stored with a sync run so every step reads the same."""
+
+    model_config = ConfigDict(frozen=True, extra="forbid")
+
+    entity: str
+    source: str  # table or collection name, or `query:<entity>`
+    primary_key: tuple[str, ...]
+    cursor_field: str | None
+    sync_modes: frozenset[DataSyncMode]
+    query: str | None = None
+    fields: tuple[str, ...] | None = None  # what to read; None: everything
+    json_fields: tuple[str, ...] = ()  # text columns holding JSON (MariaDB's JSON type)
+    # Column → kind (see pipeline.validation.KIND_TYPES), where the catalog says; and whether the
+    # source can encode whole rows itself (`read(encoded=True)`).
+    column_kinds: dict[str, str] = {}
+    encodable: bool = False
+
+
+@dataclass(frozen=True)
+class Position:
+    """Where reading stands, in (cursor, primary key) order.
+
+    - key is None and cursor is None: from the beginning;
+    - key is None and cursor is set: every row whose cursor is at or after `cursor`;
+    - key is set: every row after (cursor, key); cursor None is the region of rows whose cursor
+      is null, which sorts first.
+    """
+
+    cursor: Any = None
+    key: tuple[Any, ...] | None = None
+
+
+@dataclass(frozen=True)
+class Page:
+    rows: list[dict[str, Any]]
+    position: Position  # resume point after this page
+
+
+def _base64(value: bytes | bytearray | memoryview) -> str:
+    return base64.b64encode(value).decode("ascii")
+
+
+# datetime before date: a datetime is a date too.
+_STATE_ENCODERS: tuple[tuple[type | tuple[type, ...], str, Callable[[Any], str]], ...] = (
+    (datetime, "$datetime", datetime.isoformat),
+    (date, "$date", date.isoformat),
+    (time, "$time", time.isoformat),
+    (Decimal, "$decimal", str),
+    (UUID, "$uuid", str),
+    ((bytes, bytearray, memoryview), "$base64", _base64),
+)
+_STATE_DECODERS: dict[str, Callable[[str], Any]] = {
+    "$datetime": datetime.fromisoformat,
+    "$date": date.fromisoformat,
+    "$time": time.fromisoformat,
+    "$decimal": Decimal,
+    "$uuid": UUID,
+    "$base64": base64.b64decode,
+}
+
+
+class Connector(ABC):
+    provider: ClassVar[ProviderName]
+
+    def __init__(self, config: IntegrationConfiguration, credentials: IntegrationCredentials, guard: Guard) -> None:
+        self.config = config
+        self.credentials = credentials
+        self.guard = guard
+
+    # ------------------------------------------------------------ what subclasses implement
+
+    @abstractmethod
+    def translate(self, exc: BaseException) -> SourceError | None:
+        """The SourceError for a driver exception, or None when it is not the driver's."""
+
+    @abstractmethod
+    def _ping(self) -> None:
+        """Connects (or reuses the connection) and proves the session works."""
+
+    @abstractmethod
+    def _discover(
+        self, entity: str, source: str | None, options: SourceOptions, wanted: frozenset[str] | None
+    ) -> Stream:
+        """The stream of one entity, from the catalog and the options; raises SourceError."""
+
+    @abstractmethod
+    def _probe(self, stream: Stream) -> None:
+        """Proves the stream can be read (privileges), reading no rows."""
+
+    @abstractmethod
+    def _count(self, stream: Stream, position: Position) -> int | None:
+        """How many rows remain after `position` (an estimate is fine)."""
+
+    @abstractmethod
+    def _pages(self, stream: Stream, position: Position, page_size: int, encoded: bool) -> Generator[Page, None, None]:
+        """Pages after `position` until the stream is exhausted; closing the iterator frees
+        the server-side cursor. `encoded` (only for an encodable stream): rows as
+        pipeline.core.ENCODED_DATA describes."""
+
+    @abstractmethod
+    def close(self) -> None:
+        """Closes the connection; the connector may be used again (it reconnects)."""
+
+    # ------------------------------------------------------------ the SDK
+
+    def entity_names(self) -> list[str]:
+        queried = [entity for entity, options in self.config.source_options.items() if options.query]
+        return [*self.config.entity_mappings, *(e for e in queried if e not in self.config.entity_mappings)]
+
+    def stream(self, entity: str) -> Stream:
+        options = self.config.source_options.get(entity, SourceOptions())
+        source = self.config.entity_mappings.get(entity)
+        if source is None and options.query is None:
+            raise SourceError(
+                CheckStatus.INVALID_CONFIGURATION,
+                f"entity {entity!r} has neither an entity_mappings source nor a query",
+            )
+        entities = self.entity_names()
+        sync = self.config.sync_config
+        wanted = required_fields(
+            scoped(sync.field_mappings, entity, entities),
+            scoped(sync.data_filters, entity, entities),
+        )
+        return self._translated(lambda: self._discover(entity, source, options, wanted))
+
+    def streams(self) -> list[Stream]:
+        return [self.stream(entity) for entity in self.entity_names()]
+
+    def cursor_field_for(self, entity: str) -> str:
+        options = self.config.source_options.get(entity)
+        if options is not None and options.cursor_field:
+            return options.cursor_field
+        return self.config.sync_config.incremental_field
+
+    def check(self) -> ConnectionCheck:
+        """Connects and probes every entity once, without retries: a person is waiting."""
+        try:
+            self._translated(self._ping)
+        except SourceError as exc:
+            return ConnectionCheck(status=exc.kind, message=exc.message)
+        results: list[StreamCheck] = []
+        for entity in self.entity_names():
+            source = self.config.entity_mappings.get(entity) or f"query:{entity}"
+            try:
+                stream = self.stream(entity)
+                self._translated(partial(self._probe, stream))
+            except SourceError as exc:
+                results.append(StreamCheck(entity=entity, source=source, status=exc.kind, message=exc.message))
+                continue
+            results.append(
+                StreamCheck(
+                    entity=entity,
+                    source=stream.source,
+                    status=CheckStatus.OK,
+                    message="readable",
+                    primary_key=list(stream.primary_key),
+                    cursor_field=stream.cursor_field,
+                    sync_modes=sorted(stream.sync_modes),
+                )
+            )
+        failed = next((r for r in results if r.status is not CheckStatus.OK), None)
+        if failed is not None:
+            return ConnectionCheck(status=failed.status, message=f"{failed.entity}: {failed.message}", streams=results)
+        message = "connected" if results else "connected; no entity is mapped, so a sync reads nothing"
+        return ConnectionCheck(status=CheckStatus.OK, message=message, streams=results)
+
+    def connect(self, *, deadline: float | None = None) -> None:
+        self._call(self._ping, deadline=deadline)
+
+    def estimate(self, stream: Stream, position: Position) -> int | None:
+        """Rows left to read, for progress; None when the source cannot say cheaply."""
+        try:
+            return self._call(lambda: self._count(stream, position))
+        except SourceError:
+            return None
+
+    def read(
+        self,
+        stream: Stream,
+        position: Position,
+        page_size: int,
+        *,
+        deadline: float | None = None,
+        encoded: bool = False,
+    ) -> Generator[Page, None, None]:
+        """Pages after `position`. A transient failure re-opens the read from the last page
+        returned (backoff, rate limit and breaker apply); the iterator ends when the stream does."""
+        if encoded and not stream.encodable:
+            raise ValueError(f"stream {stream.entity!r} cannot be read encoded")
+        current = position
+        pages: Generator[Page, None, None] | None = None
+
+        def fetch() -> Page | None:
+            nonlocal pages
+            try:
+                if pages is None:
+                    pages = self._pages(stream, current, page_size, encoded)
+                    with self.guard.limiter.slot():  # opening a query is a request
+                        return next(pages, None)
+                return next(pages, None)
+            except BaseException:
+                if pages is not None:
+                    pages.close()
+                pages = None
+                raise
+
+        try:
+            while (page := self._call(fetch, deadline=deadline, limited=False)) is not None:
+                current = page.position
+                yield page
+        finally:
+            if pages is not None:
+                pages.close()
+
+    def _translated(self, fn: Callable[[], T]) -> T:
+        try:
+            return fn()
+        except SourceError:
+            raise
+        except Exception as exc:
+            error = self.translate(exc)
+            if error is None:
+                raise
+            raise error from None
+
+    def _call(self, fn: Callable[[], T], *, deadline: float | None = None, limited: bool = True) -> T:
+        return self.guard.call(lambda: self._translated(fn), deadline=deadline, limited=limited)
+
+    # ------------------------------------------------------------ state: Position <-> small JSON
+
+    def encode_value(self, value: Any) -> Any:
+        """A cursor or key value as JSON, tagged so it decodes to the type the driver compares."""
+        if value is None or isinstance(value, str | bool | int | float):
+            return value
+        for kinds, tag, encode in _STATE_ENCODERS:
+            if isinstance(value, kinds):
+                return {tag: encode(value)}
+        raise TypeError(f"a {type(value).__name__} cannot be a cursor or key value")
+
+    def decode_value(self, value: Any) -> Any:
+        if not isinstance(value, dict) or len(value) != 1:
+            return value
+        ((tag, text),) = value.items()
+        decoder = _STATE_DECODERS.get(tag)
+        return value if decoder is None else decoder(text)
+
+    def state_of(self, stream: Stream, position: Position) -> dict[str, Any]:
+        return {
+            "cursor_field": stream.cursor_field,
+            "primary_key": list(stream.primary_key),
+            "cursor": self.encode_value(position.cursor),
+            "key": None if position.key is None else [self.encode_value(v) for v in position.key],
+        }
+
+    def position_of(self, stream: Stream, state: dict[str, Any]) -> Position | None:
+        """The position a state names, or None when it was taken with another cursor or key
+        (the configuration changed): then only a full read is safe."""
+        if not state:
+            return Position()
+        if state.get("cursor_field") != stream.cursor_field or state.get("primary_key") != list(stream.primary_key):
+            return None
+        key = state.get("key")
+        return Position(
+            cursor=self.decode_value(state.get("cursor")),
+            key=None if key is None else tuple(self.decode_value(v) for v in key),
+        )
+
+
+def position_after(row: dict[str, Any], cursor_field: str | None, primary_key: tuple[str, ...]) -> Position:
+    """The position just after `row`."""
+    return Position(
+        cursor=row.get(cursor_field) if cursor_field else None,
+        key=tuple(row[k] for k in primary_key),
+    )

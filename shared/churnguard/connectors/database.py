@@ -1,0 +1,111 @@
+"""What the database connectors share: the address, login and TLS options of an integration.
+
+As the seed configures them: `base_url` is `host:port`, credentials are `basic_auth` (username,
+password) with `custom_fields.database`; further `custom_fields` carry driver options such as
+TLS for managed databases. A CA bundle may be given as a path or as the PEM text itself (RDS and
+Atlas publish theirs), which is written once to a private temporary file.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import os
+import tempfile
+from dataclasses import dataclass, field
+
+from churnguard.connectors.base import CheckStatus, SourceError, Stream
+from churnguard.models import DataSyncMode, IntegrationConfiguration, IntegrationCredentials, SourceOptions
+
+
+@dataclass(frozen=True)
+class DatabaseSettings:
+    host: str
+    port: int
+    database: str
+    username: str = field(repr=False)
+    password: str = field(repr=False)
+    options: dict[str, str] = field(repr=False, default_factory=dict)
+
+    @property
+    def address(self) -> str:
+        return f"{self.host}:{self.port}"
+
+
+def database_settings(
+    config: IntegrationConfiguration, credentials: IntegrationCredentials, *, database_required: bool = True
+) -> DatabaseSettings:
+    host, _, port = config.base_url.rpartition(":")
+    if not host or not port.isdigit():
+        raise SourceError(CheckStatus.INVALID_CONFIGURATION, "base_url must be host:port for a database")
+    custom = {key: value.get_secret_value() for key, value in credentials.custom_fields.items()}
+    database = custom.pop("database", "")
+    if database_required and not database:
+        raise SourceError(
+            CheckStatus.INVALID_CONFIGURATION, "credentials need custom_fields.database, the database to read"
+        )
+    return DatabaseSettings(
+        host=host.strip("[]"),
+        port=int(port),
+        database=database,
+        username=credentials.username.get_secret_value() if credentials.username else "",
+        password=credentials.password.get_secret_value() if credentials.password else "",
+        options=custom,
+    )
+
+
+def ca_file(value: str) -> str:
+    """A path to the CA bundle: `value` itself, or a private file holding the PEM text."""
+    if not value.lstrip().startswith("-----BEGIN"):
+        return value
+    digest = hashlib.sha256(value.encode()).hexdigest()[:16]
+    path = os.path.join(tempfile.gettempdir(), f"churnguard-ca-{digest}.pem")
+    if not os.path.exists(path):
+        descriptor, staging = tempfile.mkstemp(prefix="churnguard-ca-", suffix=".pem")
+        with os.fdopen(descriptor, "w") as handle:
+            handle.write(value)
+        os.replace(staging, path)
+    return path
+
+
+def flag(value: str | None) -> bool:
+    return (value or "").strip().lower() in {"1", "true", "yes", "on", "required", "require"}
+
+
+def table_stream(
+    entity: str,
+    name: str,
+    options: SourceOptions,
+    columns: list[str],
+    catalog_key: list[str],
+    cursor_field: str,
+    wanted: frozenset[str] | None,
+    json_fields: tuple[str, ...] = (),
+) -> Stream:
+    """The stream of a table or query, with the rules PostgreSQL and MySQL share."""
+    key = tuple(options.primary_key or catalog_key)
+    if not key:
+        raise SourceError(
+            CheckStatus.INVALID_CONFIGURATION,
+            f"{name} has no primary key; set source_options.{entity}.primary_key",
+        )
+    missing = [column for column in key if column not in columns]
+    if missing:
+        raise SourceError(CheckStatus.INVALID_CONFIGURATION, f"{name} has no column named {missing[0]!r}")
+    cursor = cursor_field if cursor_field in columns else None
+    if cursor is None and options.cursor_field:
+        raise SourceError(CheckStatus.INVALID_CONFIGURATION, f"{name} has no column named {cursor_field!r}")
+    fields = None
+    if wanted is not None:
+        keep = wanted | set(key) | ({cursor} if cursor else set())
+        fields = tuple(column for column in columns if column in keep)
+    modes = {DataSyncMode.FULL_SYNC} | ({DataSyncMode.INCREMENTAL} if cursor else set())
+    return Stream(
+        entity=entity,
+        source=name,
+        primary_key=key,
+        cursor_field=cursor,
+        sync_modes=frozenset(modes),
+        query=options.query,
+        fields=fields,
+        json_fields=tuple(f for f in json_fields if fields is None or f in fields),
+    )
