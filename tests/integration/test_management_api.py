@@ -293,3 +293,26 @@ def test_changes_publish_business_metrics(api: ManagementApi, capsys: pytest.Cap
     names = {m["Name"] for blob in emitted for d in blob["_aws"]["CloudWatchMetrics"] for m in d["Metrics"]}
     assert {"IntegrationsCreated", "IntegrationsDeleted"} <= names
     assert all(blob["_aws"]["CloudWatchMetrics"][0]["Namespace"] == "ChurnGuardTest" for blob in emitted)
+
+
+@pytest.mark.parametrize(
+    "source",
+    ["public.customers; DROP TABLE customers", 'public."customers"--', "customers WHERE 1=1", "a.b.c.d"],
+)
+def test_a_table_name_with_an_injection_attempt_is_422_at_registration(api: ManagementApi, source: str) -> None:
+    response = api.call(
+        "POST",
+        "/api/integrations",
+        body={
+            "integration_name": "Warehouse",
+            "provider_name": "postgresql",
+            "base_url": "db.internal:5432",
+            "entity_mappings": {"customer": source},
+            "credentials": {"credential_type": "basic_auth", "username": "u", "password": "p"},
+        },
+    )
+    assert response.status == 422, response.body
+    assert response.body["error"]["code"] == "validation_error"
+    assert any("entity_mappings" in f["field"] for f in response.body["error"]["details"]["fields"])
+    assert source not in response.raw, "the offending value is not echoed"
+    assert api.call("GET", "/api/integrations").body["items"] == []
