@@ -11,6 +11,7 @@ import json
 import time
 import uuid
 from collections.abc import Iterator
+from types import SimpleNamespace
 from typing import Any
 
 import psycopg2
@@ -74,12 +75,8 @@ def lake_ids(cloud: Any, organization_id: str, sync_id: str) -> list[int]:
     return ids
 
 
-def test_full_then_incremental_sync_through_the_state_machine(
-    cloud: Any, new_tenant: Any, customers_table: tuple[Any, str]
-) -> None:
-    conn, schema = customers_table
+def register_postgres(tenant: Tenant, schema: str, batch_size: int = 300) -> str:
     url = DatabaseUrl.parse(POSTGRES_URL, 5432)
-    tenant: Tenant = new_tenant(f"org_sync_{uuid.uuid4().hex[:6]}")
     created = tenant.request(
         "POST",
         "/api/integrations",
@@ -95,11 +92,61 @@ def test_full_then_incremental_sync_through_the_state_machine(
                 "password": url.password or "trust-auth-ignores-this",
                 "custom_fields": {"database": url.database},
             },
-            "sync_config": {"sync_mode": "incremental", "batch_size": 300, "sync_frequency": 3600},
+            "sync_config": {"sync_mode": "incremental", "batch_size": batch_size, "sync_frequency": 3600},
         },
     )
     assert created.status_code == 201, created.text
-    integration_id = created.json()["integration_id"]
+    return str(created.json()["integration_id"])
+
+
+def state_entered(cloud: Any, sync_id: str) -> list[str]:
+    """The states the sync's execution entered, in order (from its execution history)."""
+    sfn = cloud.boto3_client("stepfunctions")
+    arn = cloud.resources["SyncStateMachine"]["physical_id"]
+    execution_arn = arn.replace(":stateMachine:", ":execution:") + f":{sync_id}"
+    events = sfn.get_execution_history(executionArn=execution_arn, maxResults=1000)["events"]
+    return [e["stateEnteredEventDetails"]["name"] for e in events if e["type"].endswith("StateEntered")]
+
+
+def test_a_transient_failure_is_retried_by_the_state_machine_and_every_row_lands_once(
+    cloud: Any, new_tenant: Any, customers_table: tuple[Any, str], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from moto.stepfunctions.parser.asl.component.common.retry import retrier_decl
+
+    from churnguard.connectors.base import CheckStatus, TransientSourceError
+    from churnguard.sync.engine import SyncEngine
+
+    slept: list[float] = []
+    monkeypatch.setattr(retrier_decl, "time", SimpleNamespace(sleep=slept.append))
+    real_extract = SyncEngine.extract_step
+    calls = {"n": 0}
+
+    def flaky_extract(self: SyncEngine, ref: Any, budget_seconds: float, record_budget: int) -> Any:
+        calls["n"] += 1
+        if calls["n"] == 1:
+            raise TransientSourceError(CheckStatus.UNREACHABLE, "the database went away for a moment")
+        return real_extract(self, ref, budget_seconds, record_budget)
+
+    monkeypatch.setattr(SyncEngine, "extract_step", flaky_extract)
+    _, schema = customers_table
+    tenant: Tenant = new_tenant(f"org_retry_{uuid.uuid4().hex[:6]}")
+    integration_id = register_postgres(tenant, schema)
+    sync_id = tenant.request("POST", f"/api/integrations/{integration_id}/sync").json()["sync_id"]
+
+    assert wait_for_sync(tenant, integration_id, sync_id)["status"] == "succeeded"
+    assert sorted(lake_ids(cloud, tenant.organization_id, sync_id)) == list(range(1, ROWS + 1))
+    assert len(slept) == 1, "one back-off before the retry"
+    assert 0 <= slept[0] <= 5, "full jitter: somewhere between 0 and the first interval"
+    states = state_entered(cloud, sync_id)
+    assert states == ["Prepare", "IsDone", "Extract", "IsDone", "Finalize"], states
+
+
+def test_full_then_incremental_sync_through_the_state_machine(
+    cloud: Any, new_tenant: Any, customers_table: tuple[Any, str]
+) -> None:
+    conn, schema = customers_table
+    tenant: Tenant = new_tenant(f"org_sync_{uuid.uuid4().hex[:6]}")
+    integration_id = register_postgres(tenant, schema)
 
     check = tenant.request("POST", f"/api/integrations/{integration_id}/test-connection")
     assert check.status_code == 200
