@@ -13,8 +13,7 @@ from aws_lambda_powertools.utilities.typing import LambdaContext
 
 from churnguard import aws
 from churnguard.config import env_str
-from churnguard.sync.engine import default_engine
-from churnguard.sync.launcher import SyncLauncher
+from churnguard.sync.launcher import SyncLauncher, default_launcher
 from churnguard.sync.schedules import remove_schedule
 from churnguard.sync.tasks import run_task
 
@@ -24,7 +23,7 @@ metrics = Metrics()
 
 @lru_cache(maxsize=1)
 def launcher() -> SyncLauncher:
-    return SyncLauncher(default_engine(), aws.client("stepfunctions"), env_str("SYNC_STATE_MACHINE_ARN"))
+    return default_launcher()
 
 
 def remove_integration_schedule(integration_id: str) -> None:

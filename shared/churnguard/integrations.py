@@ -14,6 +14,7 @@ from churnguard.connectors.identifiers import validate_source_settings
 from churnguard.crypto import CredentialCipher, encryption_context
 from churnguard.errors import ForbiddenError, NotFoundError, ServiceUnavailableError, ValidationFailedError
 from churnguard.models import (
+    DataSyncMode,
     IntegrationConfiguration,
     IntegrationCreateRequest,
     IntegrationCredentials,
@@ -26,7 +27,9 @@ from churnguard.models import (
 from churnguard.store.integrations import IntegrationFilter, IntegrationStore
 
 if TYPE_CHECKING:
+    from churnguard.sync.launcher import SyncLauncher
     from churnguard.sync.schedules import SyncScheduler
+    from churnguard.sync.views import SyncStatusView
 
 logger = logging.getLogger(__name__)
 
@@ -182,8 +185,23 @@ class IntegrationService:
 class IntegrationEngine:
     """The seed's async Python façade over the stores, for code that runs outside the API."""
 
-    def __init__(self, service: IntegrationService | None = None) -> None:
+    def __init__(self, service: IntegrationService | None = None, launcher: SyncLauncher | None = None) -> None:
         self._service = service or default_service()
+        self._launcher = launcher
+
+    async def start_sync(self, organization_id: str, integration_id: str, mode: DataSyncMode | None = None) -> str:
+        """Starts a sync through the state machine and returns its sync id (409 if one runs)."""
+        return self._sync_launcher().start(organization_id, integration_id, mode=mode).sync_id
+
+    async def get_sync_status(self, organization_id: str, integration_id: str) -> SyncStatusView:
+        return self._sync_launcher().status(organization_id, integration_id)
+
+    def _sync_launcher(self) -> SyncLauncher:
+        if self._launcher is None:
+            from churnguard.sync.launcher import default_launcher
+
+            self._launcher = default_launcher()
+        return self._launcher
 
     async def register_integration(self, config: IntegrationConfiguration) -> str:
         return self._service.register(config).integration_id

@@ -57,3 +57,87 @@ def test_seed_usage(aws: dict[str, Any]) -> None:
             await engine.get_integration("org_123", integration_id)
 
     asyncio.run(scenario())
+
+
+def test_seed_sync_calls_start_the_workflow_and_report_status(
+    aws: dict[str, Any], lake: Any, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    import boto3
+
+    sfn = boto3.client("stepfunctions")
+    machine = sfn.create_state_machine(
+        name="sync",
+        definition='{"StartAt": "Wait", "States": {"Wait": {"Type": "Pass", "End": true}}}',
+        roleArn="arn:aws:iam::123456789012:role/sfn",
+    )["stateMachineArn"]
+    monkeypatch.setenv("SYNC_STATE_MACHINE_ARN", machine)
+
+    async def scenario() -> None:
+        engine = IntegrationEngine()
+        integration_id = await engine.register_integration(
+            IntegrationConfiguration(
+                organization_id="org_123",
+                integration_name="Warehouse",
+                provider_name="postgresql",  # type: ignore[arg-type]
+                base_url="127.0.0.1:5432",
+                credentials=IntegrationCredentials(
+                    credential_type="basic_auth",  # type: ignore[arg-type]
+                    username="reader",  # type: ignore[arg-type]
+                    password="secret",  # type: ignore[arg-type]
+                ),
+            )
+        )
+        sync_id = await engine.start_sync("org_123", integration_id)
+        executions = sfn.list_executions(stateMachineArn=machine)["executions"]
+        assert [e["name"] for e in executions] == [sync_id]
+        status = await engine.get_sync_status("org_123", integration_id)
+        assert status.sync_id == sync_id
+        assert status.status == "started"
+        assert status.records_processed == 0
+        with pytest.raises(ConflictError):
+            await engine.start_sync("org_123", integration_id)
+
+    asyncio.run(scenario())
+
+
+def test_a_workflow_that_cannot_start_closes_the_run_and_frees_the_lock(
+    aws: dict[str, Any], lake: Any, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    import boto3
+
+    from churnguard.errors import ServiceUnavailableError
+    from churnguard.sync.engine import default_engine
+    from churnguard.sync.launcher import SyncLauncher
+
+    sfn = boto3.client("stepfunctions")
+    engine = default_engine()
+    missing = "arn:aws:states:us-east-1:123456789012:stateMachine:does-not-exist"
+
+    async def register() -> str:
+        return await IntegrationEngine().register_integration(
+            IntegrationConfiguration(
+                organization_id="org_123",
+                integration_name="Warehouse",
+                provider_name="postgresql",  # type: ignore[arg-type]
+                credentials=IntegrationCredentials(
+                    credential_type="basic_auth",  # type: ignore[arg-type]
+                    username="reader",  # type: ignore[arg-type]
+                    password="secret",  # type: ignore[arg-type]
+                ),
+            )
+        )
+
+    integration_id = asyncio.run(register())
+    with pytest.raises(ServiceUnavailableError) as exc:
+        SyncLauncher(engine, sfn, missing).start("org_123", integration_id)
+    failed = engine.get_sync_status("org_123", integration_id, exc.value.details["sync_id"])
+    assert failed.status == "failed"
+    assert "could not be started" in failed.errors[0].message
+
+    machine = sfn.create_state_machine(
+        name="sync",
+        definition='{"StartAt": "Wait", "States": {"Wait": {"Type": "Pass", "End": true}}}',
+        roleArn="arn:aws:iam::123456789012:role/sfn",
+    )["stateMachineArn"]
+    started = SyncLauncher(engine, sfn, machine).start("org_123", integration_id)
+    assert started.status == "started", "the lock was released"

@@ -51,12 +51,9 @@ class SystemConnectionTests(BaseModel):
 
 @lru_cache(maxsize=1)
 def launcher() -> SyncLauncher:
-    from churnguard import aws
-    from churnguard.config import env_str
-    from churnguard.sync.engine import default_engine
-    from churnguard.sync.launcher import SyncLauncher
+    from churnguard.sync.launcher import default_launcher
 
-    return SyncLauncher(default_engine(), aws.client("stepfunctions"), env_str("SYNC_STATE_MACHINE_ARN"))
+    return default_launcher()
 
 
 @router.post(
