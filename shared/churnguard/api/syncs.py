@@ -9,13 +9,12 @@ from aws_lambda_powertools import Metrics
 from aws_lambda_powertools.event_handler.api_gateway import Router
 from aws_lambda_powertools.event_handler.openapi.params import Body, Query
 from aws_lambda_powertools.metrics import MetricUnit
-from pydantic import BaseModel
 
 from churnguard.api.http import caller_organization
 from churnguard.api.integrations import integration_id_or_404
 from churnguard.api.integrations import service as integration_service
 from churnguard.connectors.base import ConnectionCheck
-from churnguard.models import DataSyncMode, IntegrationStatus, StrictModel
+from churnguard.models import DataSyncMode, IntegrationStatus, Model, StrictModel
 from churnguard.store.integrations import IntegrationFilter
 from churnguard.sync.models import SyncHistoryPage, SyncRunView
 from churnguard.sync.views import SyncStarted, SyncStatusView
@@ -34,7 +33,7 @@ class SyncRequest(StrictModel):
     mode: DataSyncMode | None = None
 
 
-class ConnectionTestResult(BaseModel):
+class ConnectionTestResult(Model):
     integration_id: str
     integration_name: str
     provider_name: str
@@ -42,7 +41,7 @@ class ConnectionTestResult(BaseModel):
     message: str
 
 
-class SystemConnectionTests(BaseModel):
+class SystemConnectionTests(Model):
     items: list[ConnectionTestResult]
     ok: int
     failed: int

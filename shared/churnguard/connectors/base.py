@@ -29,7 +29,7 @@ from functools import partial
 from typing import Any, ClassVar, TypeVar
 from uuid import UUID
 
-from pydantic import BaseModel, ConfigDict, computed_field
+from pydantic import ConfigDict, computed_field
 
 from churnguard.connectors.resilience import Guard
 from churnguard.errors import ChurnGuardError
@@ -37,6 +37,7 @@ from churnguard.models import (
     DataSyncMode,
     IntegrationConfiguration,
     IntegrationCredentials,
+    Model,
     ProviderName,
     SourceOptions,
 )
@@ -83,7 +84,7 @@ class TransientSourceError(SourceError):
     retryable = True
 
 
-class StreamCheck(BaseModel):
+class StreamCheck(Model):
     entity: str
     source: str
     status: CheckStatus
@@ -93,7 +94,7 @@ class StreamCheck(BaseModel):
     sync_modes: list[DataSyncMode] = []
 
 
-class ConnectionCheck(BaseModel):
+class ConnectionCheck(Model):
     """Result of testing an integration's connection, one entry per configured entity."""
 
     status: CheckStatus
@@ -106,7 +107,7 @@ class ConnectionCheck(BaseModel):
         return self.status is CheckStatus.OK
 
 
-class Stream(BaseModel):
+class Stream(Model):
     """One entity's source, as discovered; stored with a sync run so every step reads the same."""
 
     model_config = ConfigDict(frozen=True, extra="forbid")

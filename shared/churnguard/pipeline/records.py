@@ -23,7 +23,9 @@ from datetime import datetime
 from enum import StrEnum
 from typing import Any
 
-from pydantic import BaseModel, ConfigDict
+from pydantic import ConfigDict
+
+from churnguard.models import Model
 
 
 class Operation(StrEnum):
@@ -31,7 +33,7 @@ class Operation(StrEnum):
     DELETE = "delete"
 
 
-class Record(BaseModel):
+class Record(Model):
     model_config = ConfigDict(extra="forbid", frozen=True)
 
     organization_id: str

@@ -6,10 +6,10 @@ from datetime import datetime
 from enum import StrEnum
 from typing import Any
 
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import ConfigDict, Field
 
 from churnguard.connectors.base import Stream
-from churnguard.models import DataSyncMode, ProviderName, StrictModel, SyncConfiguration
+from churnguard.models import DataSyncMode, Model, ProviderName, StrictModel, SyncConfiguration
 
 
 class SyncStatus(StrEnum):
@@ -24,13 +24,13 @@ TERMINAL_STATUSES = frozenset({SyncStatus.SUCCEEDED, SyncStatus.FAILED, SyncStat
 MAX_ERRORS = 20
 
 
-class SyncError(BaseModel):
+class SyncError(Model):
     at: datetime
     message: str
     stream: str | None = None
 
 
-class StreamProgress(BaseModel):
+class StreamProgress(Model):
     """One entity's part of a run. `state` is the checkpoint: the position after the last row
     durably in the sinks; `parts` is how many parts were written (the next part's sequence)."""
 
@@ -46,7 +46,7 @@ class StreamProgress(BaseModel):
     estimated_total: int | None = None
 
 
-class SyncRun(BaseModel):
+class SyncRun(Model):
     model_config = ConfigDict(extra="forbid")
 
     sync_id: str
@@ -107,7 +107,7 @@ class SyncRef(StrictModel):
     sync_id: str
 
 
-class StepResult(BaseModel):
+class StepResult(Model):
     """A task's output, small whatever the table's size: Step Functions loops while not done."""
 
     organization_id: str
@@ -121,7 +121,7 @@ class StepResult(BaseModel):
     estimated_total: int | None = None
 
 
-class SyncProgress(BaseModel):
+class SyncProgress(Model):
     records_read: int
     records_written: int
     records_rejected: int
@@ -132,7 +132,7 @@ class SyncProgress(BaseModel):
     estimated_remaining_seconds: float | None
 
 
-class StreamView(BaseModel):
+class StreamView(Model):
     entity: str
     source: str
     mode: DataSyncMode
@@ -144,7 +144,7 @@ class StreamView(BaseModel):
     estimated_total: int | None
 
 
-class SyncRunView(BaseModel):
+class SyncRunView(Model):
     """A run as the API shows it: no internal state, with progress."""
 
     sync_id: str
@@ -212,6 +212,6 @@ class SyncRunView(BaseModel):
         )
 
 
-class SyncHistoryPage(BaseModel):
+class SyncHistoryPage(Model):
     items: list[SyncRunView]
     next_token: str | None = None

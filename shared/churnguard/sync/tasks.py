@@ -11,10 +11,10 @@ import logging
 from collections.abc import Callable
 from typing import Any, Literal
 
-from pydantic import BaseModel, Field
+from pydantic import Field
 
 from churnguard.errors import ConflictError, NotFoundError, ValidationFailedError
-from churnguard.models import StrictModel
+from churnguard.models import Model, StrictModel
 from churnguard.sync.launcher import SyncLauncher
 from churnguard.sync.models import SyncRef
 from churnguard.sync.schedules import SCHEDULED_SYNC_ACTION
@@ -38,7 +38,7 @@ class TaskEvent(StrictModel):
     integration_id: str | None = None
 
 
-class TaskSummary(BaseModel):
+class TaskSummary(Model):
     sync_id: str
     status: str
     records_read: int

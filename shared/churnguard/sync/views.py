@@ -2,13 +2,11 @@
 
 from __future__ import annotations
 
-from pydantic import BaseModel
-
-from churnguard.models import DataSyncMode
+from churnguard.models import DataSyncMode, Model
 from churnguard.sync.models import SyncRunView, SyncStatus
 
 
-class SyncStarted(BaseModel):
+class SyncStarted(Model):
     """The seed's answer to POST /api/integrations/{id}/sync."""
 
     sync_id: str
@@ -18,7 +16,7 @@ class SyncStarted(BaseModel):
     estimated_duration_seconds: float | None
 
 
-class SyncStatusView(BaseModel):
+class SyncStatusView(Model):
     """The seed's GET /api/integrations/{id}/sync/status, for the integration's latest run."""
 
     integration_id: str
