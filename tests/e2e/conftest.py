@@ -31,7 +31,11 @@ class Tenant:
 def cloud() -> Iterator[Any]:
     from local.cloud import LocalCloud
 
-    with LocalCloud(REPO / "template.yaml", ports={"ManagementApi": 0, "WebhookApi": 0}, moto_port=0) as running:
+    # Failed webhook events come back after a second, and go to the DLQ after three attempts.
+    overrides = {"WebhookQueueVisibilityTimeout": "1", "WebhookMaxReceiveCount": "3"}
+    with LocalCloud(
+        REPO / "template.yaml", ports={"ManagementApi": 0, "WebhookApi": 0}, moto_port=0, parameter_overrides=overrides
+    ) as running:
         yield running
 
 

@@ -72,11 +72,25 @@ SYNC_PARAMETER_ENV = {
     "AnalyticsApiUrl": "ANALYTICS_API_URL",
     "AnalyticsApiTokenSecretName": "ANALYTICS_API_TOKEN_SECRET",
 }
-SYNCING_FUNCTIONS = ("ManagementFunction", "SyncTaskFunction")
+# The functions that write records to the sinks (syncs and webhook events alike).
+SYNCING_FUNCTIONS = ("ManagementFunction", "SyncTaskFunction", "EventProcessorFunction")
+# Parameters only the webhook event processor reads.
+WEBHOOK_PARAMETER_ENV = {"WebhookMaxReceiveCount": "WEBHOOK_MAX_RECEIVE_COUNT"}
 # Parameters that shape infrastructure only; no code reads them.
 INFRASTRUCTURE_PARAMETERS = frozenset(
-    {"ApiThrottlingRateLimit", "ApiThrottlingBurstLimit", "AlarmEmail", "LogRetentionDays"}
+    {
+        "ApiThrottlingRateLimit",
+        "ApiThrottlingBurstLimit",
+        "AlarmEmail",
+        "LogRetentionDays",
+        "WebhookQueueVisibilityTimeout",
+    }
 )
+WEBHOOK_ROUTES = {
+    ("POST", "/webhooks/{provider}/{organization_id}"),
+    ("GET", "/webhooks/{provider}/{organization_id}"),
+    ("GET", "/webhooks/health"),
+}
 
 DOCS_ROUTES = {("GET", "/api/docs"), ("GET", "/api/openapi.json")}
 
@@ -157,7 +171,18 @@ def test_every_variable_the_code_reads_is_set(name: str) -> None:
 
 
 def test_every_parameter_is_accounted_for() -> None:
-    assert set(TEMPLATE["Parameters"]) == set(PARAMETER_ENV) | set(SYNC_PARAMETER_ENV) | INFRASTRUCTURE_PARAMETERS
+    assert set(TEMPLATE["Parameters"]) == (
+        set(PARAMETER_ENV) | set(SYNC_PARAMETER_ENV) | set(WEBHOOK_PARAMETER_ENV) | INFRASTRUCTURE_PARAMETERS
+    )
+
+
+def test_the_event_processor_knows_when_a_message_is_dead() -> None:
+    """It records a dead letter on the attempt the queue's redrive policy makes the last one."""
+    env = function_env("EventProcessorFunction")
+    assert env["WEBHOOK_MAX_RECEIVE_COUNT"] == {"Ref": "WebhookMaxReceiveCount"}
+    redrive = RESOURCES["WebhookQueue"]["Properties"]["RedrivePolicy"]
+    assert redrive["maxReceiveCount"] == {"Ref": "WebhookMaxReceiveCount"}
+    assert redrive["deadLetterTargetArn"] == {"Fn::GetAtt": ["WebhookDeadLetterQueue", "Arn"]}
 
 
 @pytest.mark.parametrize("name", SYNCING_FUNCTIONS)
@@ -199,6 +224,28 @@ def test_path_parameter_names_match_the_code() -> None:
 def test_management_routes_are_on_the_management_api() -> None:
     for name, event in management_events().items():
         assert event["ApiId"] == {"Ref": "ManagementApi"}, name
+
+
+def test_webhook_routes_are_public_and_only_on_the_webhook_api() -> None:
+    events = FUNCTIONS["WebhookReceiverFunction"]["Properties"]["Events"]
+    routes = {(e["Properties"]["Method"], e["Properties"]["Path"]) for e in events.values() if e["Type"] == "HttpApi"}
+    assert routes == WEBHOOK_ROUTES
+    assert all(e["Properties"]["ApiId"] == {"Ref": "WebhookApi"} for e in events.values() if e["Type"] == "HttpApi")
+    assert "Auth" not in RESOURCES["WebhookApi"]["Properties"], "providers cannot present API keys"
+    others = {
+        name
+        for name, function in FUNCTIONS.items()
+        for event in (function["Properties"].get("Events") or {}).values()
+        if event["Type"] == "HttpApi" and event["Properties"].get("ApiId") == {"Ref": "WebhookApi"}
+    }
+    assert others == {"WebhookReceiverFunction"}
+
+
+def test_the_event_processor_reports_partial_batch_failures() -> None:
+    events = FUNCTIONS["EventProcessorFunction"]["Properties"]["Events"]
+    (sqs,) = [e["Properties"] for e in events.values() if e["Type"] == "SQS"]
+    assert sqs["Queue"] == {"Fn::GetAtt": ["WebhookQueue", "Arn"]}
+    assert sqs["FunctionResponseTypes"] == ["ReportBatchItemFailures"]
 
 
 def test_only_the_docs_are_public() -> None:

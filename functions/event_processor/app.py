@@ -1,0 +1,67 @@
+"""Event processor function: the webhook queue's consumer.
+
+Powertools batch processing reports each failed message as a batch item failure, so SQS retries
+only those (and moves them to the dead-letter queue after maxReceiveCount); the logic is in
+churnguard.webhooks.processor.
+"""
+
+from __future__ import annotations
+
+from functools import cache
+from typing import Any
+
+from aws_lambda_powertools import Logger, Metrics
+from aws_lambda_powertools.metrics import MetricUnit
+from aws_lambda_powertools.utilities.batch import BatchProcessor, EventType, process_partial_response
+from aws_lambda_powertools.utilities.data_classes.sqs_event import SQSRecord
+from aws_lambda_powertools.utilities.typing import LambdaContext
+
+from churnguard.webhooks.processor import EventProcessor
+
+logger = Logger()
+metrics = Metrics()
+batch = BatchProcessor(event_type=EventType.SQS, raise_on_entire_batch_failure=False)
+
+
+@cache
+def processor() -> EventProcessor:
+    """Writes to the data lake, and to the Analytics API when ANALYTICS_API_URL is set (its bearer
+    token read from the Secrets Manager secret ANALYTICS_API_TOKEN_SECRET names), as syncs do."""
+    import os
+
+    from pydantic import SecretStr
+
+    from churnguard import aws
+    from churnguard.config import env_int, env_str, platform_settings, table_name
+    from churnguard.connectors.resilience import RetryPolicy
+    from churnguard.pipeline.sinks import AnalyticsApiSink, S3DataLakeSink, Sink
+    from churnguard.store.webhooks import WebhookStore
+
+    # Short: a message that still fails is retried by SQS, not by this invocation.
+    retry = RetryPolicy(attempts=platform_settings().default_retry_attempts, base_delay=0.2, max_delay=2.0)
+    sinks: list[Sink] = [S3DataLakeSink(aws.client("s3"), env_str("DATA_LAKE_BUCKET"), retry)]
+    analytics_url = os.environ.get("ANALYTICS_API_URL", "")
+    if analytics_url:
+        secret = aws.client("secretsmanager").get_secret_value(SecretId=env_str("ANALYTICS_API_TOKEN_SECRET"))
+        sinks.append(AnalyticsApiSink(analytics_url, SecretStr(secret["SecretString"]), retry))
+    return EventProcessor(
+        WebhookStore(aws.client("dynamodb"), table_name()),
+        sinks,
+        max_receive_count=env_int("WEBHOOK_MAX_RECEIVE_COUNT", 5),
+    )
+
+
+def record_handler(record: SQSRecord) -> None:
+    processor().handle_record(record.message_id, record.body, int(record.attributes.approximate_receive_count or 1))
+
+
+@logger.inject_lambda_context
+@metrics.log_metrics
+def lambda_handler(event: dict[str, Any], context: LambdaContext) -> dict[str, Any]:
+    result = process_partial_response(event=event, record_handler=record_handler, processor=batch, context=context)
+    failed = len(result.get("batchItemFailures", []))
+    metrics.add_metric(name="WebhookEventsProcessed", unit=MetricUnit.Count, value=len(event["Records"]) - failed)
+    metrics.add_metric(name="WebhookEventsFailed", unit=MetricUnit.Count, value=failed)
+    if failed:
+        logger.warning("webhook events failed", extra={"failed": failed, "received": len(event["Records"])})
+    return dict(result)

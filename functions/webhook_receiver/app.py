@@ -1,0 +1,48 @@
+"""Webhook receiver function: the public WebhookApi's only handler.
+
+Thin and quick to start: the logic is in churnguard.webhooks.receiver, AWS clients are created on
+the first request, and nothing on this path imports pydantic, a provider SDK or the Tracer.
+"""
+
+from __future__ import annotations
+
+import json
+from functools import cache
+from typing import Any
+
+from aws_lambda_powertools import Logger
+
+from churnguard.webhooks.receiver import WebhookReceiver
+
+logger = Logger()
+
+
+@cache
+def receiver() -> WebhookReceiver:
+    from churnguard import aws
+    from churnguard.config import env_str, kms_key_id, platform_settings, table_name
+    from churnguard.crypto import CredentialCipher
+    from churnguard.store.webhooks import WebhookStore
+    from churnguard.webhooks.receiver import ReceiverSettings
+    from churnguard.webhooks.secrets import SecretResolver
+
+    settings = platform_settings()
+    return WebhookReceiver(
+        store=WebhookStore(aws.client("dynamodb"), table_name()),
+        secrets=SecretResolver(CredentialCipher(aws.client("kms"), kms_key_id())),
+        sqs=aws.client("sqs"),
+        queue_url=env_str("WEBHOOK_QUEUE_URL"),
+        settings=ReceiverSettings(
+            max_payload_bytes=settings.webhook_max_payload_size,
+            rate_limit_per_minute=settings.webhook_rate_limit_per_minute,
+            signature_validation=settings.webhook_signature_validation,
+        ),
+    )
+
+
+@logger.inject_lambda_context
+def lambda_handler(event: dict[str, Any], context: Any) -> dict[str, Any]:
+    if event.get("routeKey") == "GET /webhooks/health":
+        return {"statusCode": 200, "headers": {"Content-Type": "application/json"}, "body": json.dumps({"ok": True})}
+    # The receiver logs what it accepted and why it refused a signature; the access log has every status.
+    return receiver().handle(event)

@@ -1,0 +1,202 @@
+"""The event processor: queued webhook events → canonical records in the data lake.
+
+Exactly once in the lake: each canonical change of an event is written as its own part, named
+after the event (`whk_<hash of endpoint and event id>`, sequence = the change's index), so a
+redelivered message overwrites what an earlier attempt wrote instead of adding a copy.
+
+In order per record: before a change is accepted, its event time (ties broken by event key) is
+recorded as the record's newest with a conditional write; a change older than what was already
+applied is not a record but a reject with the reason "superseded", so the records area only
+ever moves a record forward while the rejects area still holds every event.
+
+A message that fails is reported as a batch item failure and retried by SQS; on its last
+receive the failure is recorded as a dead letter (with the error) for the DLQ API, and SQS moves
+the message to the dead-letter queue.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import time
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass
+from functools import lru_cache
+from hashlib import blake2b
+from typing import Any
+
+from churnguard.pipeline.core import Batch, StreamContext, StreamPipeline
+from churnguard.pipeline.mapping import FieldMapper, scoped
+from churnguard.pipeline.sinks import Part, PartKey, Sink
+from churnguard.pipeline.validation import CANONICAL_SCHEMAS, compile_check, schema_for
+from churnguard.store.webhooks import StoredEndpoint, WebhookStore
+from churnguard.webhooks.normalizers import Change, ProviderEvent, normalize
+
+logger = logging.getLogger(__name__)
+
+RECORD_STATE_TTL_SECONDS = 90 * 24 * 3600
+ENDPOINT_CACHE_SECONDS = 30.0
+SUPERSEDED = "superseded by a newer event for this record"
+ENTITIES = frozenset({*CANONICAL_SCHEMAS, "event", "charge"})
+
+
+@dataclass(frozen=True)
+class QueuedEvent:
+    organization_id: str
+    integration_id: str
+    endpoint_id: str
+    event: ProviderEvent
+
+    @property
+    def event_key(self) -> str:
+        return f"{self.endpoint_id}#{self.event.event_id}"
+
+    @classmethod
+    def from_body(cls, body: str) -> QueuedEvent:
+        message = json.loads(body)
+        return cls(
+            organization_id=message["organization_id"],
+            integration_id=message["integration_id"],
+            endpoint_id=message["endpoint_id"],
+            event=ProviderEvent(
+                provider=message["provider"],
+                event_id=message["event_id"],
+                event_type=message["event_type"],
+                received_at=float(message["received_at"]),
+                payload=message["payload"],
+            ),
+        )
+
+
+@lru_cache(maxsize=64)
+def _schema_check(entity: str) -> Callable[[Mapping[str, Any]], str | None] | None:
+    schema = schema_for(entity)
+    return compile_check(schema) if schema is not None else None
+
+
+class EventProcessor:
+    def __init__(
+        self,
+        store: WebhookStore,
+        sinks: list[Sink],
+        *,
+        max_receive_count: int,
+        clock: Callable[[], float] = time.time,
+    ) -> None:
+        self._store = store
+        self._sinks = sinks
+        self._max_receive_count = max_receive_count
+        self._clock = clock
+        self._endpoints: dict[tuple[str, str], tuple[float, StoredEndpoint | None]] = {}
+
+    def handle_record(self, message_id: str, body: str, receive_count: int) -> None:
+        """Processes one SQS message; on its last attempt a failure is kept as a dead letter."""
+        try:
+            queued = QueuedEvent.from_body(body)
+        except (ValueError, KeyError, TypeError):
+            logger.error("unreadable webhook message", extra={"message_id": message_id})
+            raise
+        try:
+            self.process(queued)
+        except Exception as exc:
+            if receive_count >= self._max_receive_count:
+                self._dead_letter(queued, exc, receive_count)
+            raise
+
+    def process(self, queued: QueuedEvent) -> None:
+        stored = self._endpoint(queued.organization_id, queued.event.provider)
+        options = stored.doc if stored is not None else {}
+        for index, change in enumerate(normalize(queued.event, options)):
+            self._land(queued, change, index, options.get("field_mappings") or {})
+
+    def _land(self, queued: QueuedEvent, change: Change, index: int, field_mappings: Mapping[str, str]) -> None:
+        event = queued.event
+        schema_check = _schema_check(change.entity)
+        event_time_ms = int(change.occurred_at.timestamp() * 1000)
+
+        def check(data: Mapping[str, Any]) -> str | None:
+            reason = schema_check(data) if schema_check is not None else None
+            if reason is not None:
+                return reason
+            applied = self._store.advance_record(
+                queued.organization_id,
+                queued.integration_id,
+                change.entity,
+                change.ordering_key or change.record_id,
+                event_time_ms=event_time_ms,
+                event_key=f"{queued.event_key}#{index}",
+                expires_at=int(self._clock()) + RECORD_STATE_TTL_SECONDS,
+            )
+            return None if applied else SUPERSEDED
+
+        mappings = scoped(field_mappings, change.entity, ENTITIES)
+        batch_id = "whk_" + blake2b(queued.event_key.encode(), digest_size=12).hexdigest()
+        pipeline = StreamPipeline(
+            StreamContext(
+                organization_id=queued.organization_id,
+                integration_id=queued.integration_id,
+                provider=event.provider,
+                entity=change.entity,
+                source=f"webhook:{event.event_type}",
+                batch_id=batch_id,
+                primary_key=("id",),
+                cursor_field="event_id",
+            ),
+            mapper=FieldMapper(mappings) if mappings else None,
+            check=check,
+        )
+        row = {
+            **change.data,
+            "id": change.record_id or None,
+            "event_id": event.event_id,
+            "event_type": event.event_type,
+            "occurred_at": change.occurred_at.isoformat(),
+        }
+        batch = Batch()
+        pipeline.process([row], batch, change.operation)
+        part = Part(
+            key=PartKey(
+                organization_id=queued.organization_id,
+                provider=event.provider,
+                entity=change.entity,
+                day=change.occurred_at.date().isoformat(),
+                batch_id=batch_id,
+                seq=index,
+            ),
+            records=batch.payload(),
+            record_count=batch.accepted,
+            rejects=batch.rejects_payload(),
+            reject_count=batch.rejected,
+        )
+        for sink in self._sinks:
+            sink.write(part)
+
+    def _endpoint(self, organization_id: str, provider: str) -> StoredEndpoint | None:
+        """The endpoint's mappings and options, re-read at most every ENDPOINT_CACHE_SECONDS."""
+        now = time.monotonic()
+        cached = self._endpoints.get((organization_id, provider))
+        if cached is not None and now - cached[0] < ENDPOINT_CACHE_SECONDS:
+            return cached[1]
+        stored = self._store.endpoint(organization_id, provider)
+        self._endpoints[(organization_id, provider)] = (now, stored)
+        return stored
+
+    def _dead_letter(self, queued: QueuedEvent, exc: Exception, receive_count: int) -> None:
+        try:
+            self._store.put_deadletter(
+                queued.organization_id,
+                queued.event_key,
+                {
+                    "message_key": queued.event_key,
+                    "endpoint_id": queued.endpoint_id,
+                    "integration_id": queued.integration_id,
+                    "provider": queued.event.provider,
+                    "event_id": queued.event.event_id,
+                    "event_type": queued.event.event_type,
+                    "error": f"{type(exc).__name__}: {str(exc)[:500]}",
+                    "receive_count": receive_count,
+                    "failed_at": self._clock(),
+                },
+            )
+        except Exception:
+            logger.exception("could not record a dead letter", extra={"endpoint_id": queued.endpoint_id})

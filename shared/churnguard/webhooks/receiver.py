@@ -1,0 +1,309 @@
+"""The webhook receiver: authenticate, limit, dedupe, enqueue, answer.
+
+An event is either acknowledged and durably queued, or not acknowledged: each event id is
+claimed in DynamoDB (a conditional write with a lease and a TTL), the claimed events are sent to
+SQS, and only then does the provider get its 2xx. If sending fails the claims are released and
+the provider gets a 5xx, so its retry is accepted; a receiver that dies between claim and send
+leaves a pending claim whose lease runs out, after which a retry takes it over. A repeated
+delivery of a queued event is acknowledged and not enqueued again.
+
+Unknown providers, organisations and endpoints all answer the same 404, so the API does not
+reveal which organisations exist. Nothing secret is logged or answered.
+"""
+
+from __future__ import annotations
+
+import base64
+import binascii
+import json
+import logging
+import re
+import time
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass
+from typing import Any
+
+from churnguard.store.webhooks import Claim, StoredEndpoint, WebhookStore
+from churnguard.webhooks import events as parsing
+from churnguard.webhooks import signatures
+from churnguard.webhooks.events import InboundEvent, ParseError
+from churnguard.webhooks.signatures import SignatureError
+
+logger = logging.getLogger(__name__)
+
+PROVIDERS = frozenset({"stripe", "hubspot", "sendgrid", "mailchimp", "salesforce", "custom"})
+ORGANIZATION_ID = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_-]{0,63}$")
+MAX_HEADER_BYTES = 16_384
+DEDUPE_TTL_SECONDS = 7 * 24 * 3600  # longer than any provider retries (Stripe: 3 days)
+CLAIM_LEASE_SECONDS = 60  # longer than the receiver's timeout
+SQS_EVENT_BYTES = 250_000  # an SQS message is at most 256 KiB, envelope included
+SALESFORCE_ACK = (
+    '<?xml version="1.0" encoding="UTF-8"?>'
+    '<soapenv:Envelope xmlns:soapenv="http://schemas.xmlsoap.org/soap/envelope/"><soapenv:Body>'
+    '<notificationsResponse xmlns="http://soap.sforce.com/2005/09/outbound"><Ack>true</Ack>'
+    "</notificationsResponse></soapenv:Body></soapenv:Envelope>"
+)
+
+
+@dataclass(frozen=True)
+class ReceiverSettings:
+    max_payload_bytes: int
+    rate_limit_per_minute: int
+    signature_validation: bool
+
+
+@dataclass(frozen=True)
+class Outcome:
+    received: int = 0
+    accepted: int = 0
+    duplicates: int = 0
+    ignored: int = 0
+
+
+def response(status: int, body: Any, headers: Mapping[str, str] | None = None) -> dict[str, Any]:
+    return {
+        "statusCode": status,
+        "headers": {"Content-Type": "application/json", **(headers or {})},
+        "body": json.dumps(body),
+    }
+
+
+def error(status: int, code: str, message: str, headers: Mapping[str, str] | None = None) -> dict[str, Any]:
+    return response(status, {"error": {"code": code, "message": message, "details": {}}}, headers)
+
+
+NOT_FOUND = ("not_found", "no such webhook endpoint")
+
+
+class WebhookReceiver:
+    def __init__(
+        self,
+        store: WebhookStore,
+        secrets: Callable[[StoredEndpoint], list[str]],
+        sqs: Any,
+        queue_url: str,
+        settings: ReceiverSettings,
+        clock: Callable[[], float] = time.time,
+    ) -> None:
+        self._store = store
+        self._secrets = secrets
+        self._sqs = sqs
+        self._queue_url = queue_url
+        self._settings = settings
+        self._clock = clock
+
+    def handle(self, event: Mapping[str, Any]) -> dict[str, Any]:  # noqa: PLR0911 - each check answers at once
+        method = event.get("requestContext", {}).get("http", {}).get("method", "")
+        params = event.get("pathParameters") or {}
+        provider, organization_id = params.get("provider", ""), params.get("organization_id", "")
+        if provider not in PROVIDERS or not ORGANIZATION_ID.match(organization_id):
+            return error(404, *NOT_FOUND)
+        headers = {str(k).lower(): str(v) for k, v in (event.get("headers") or {}).items()}
+        if sum(len(k) + len(v) for k, v in headers.items()) > MAX_HEADER_BYTES:
+            return error(431, "headers_too_large", "request headers are too large")
+        try:
+            body = _raw_body(event)
+        except (binascii.Error, ValueError):
+            return error(400, "bad_request", "the body is not valid base64")
+        limit = self._settings.max_payload_bytes
+        if len(body) > limit:
+            return error(413, "payload_too_large", f"the body is larger than {limit} bytes")
+        stored = self._store.endpoint(organization_id, provider)
+        if stored is None or stored.doc.get("status", "active") != "active":
+            return error(404, *NOT_FOUND)
+        now = self._clock()
+        window = int(now // 60)
+        if not self._store.take_rate(
+            organization_id, window, self._settings.rate_limit_per_minute, expires_at=(window + 2) * 60
+        ):
+            retry_after = str(max(1, (window + 1) * 60 - int(now)))
+            return error(429, "rate_limited", "too many webhook deliveries", {"Retry-After": retry_after})
+        query = event.get("queryStringParameters") or {}
+        if method == "GET":
+            return self._validation_request(stored, provider, query)
+        try:
+            inbound = self._authenticate_and_parse(stored, event, headers, query, body, now)
+        except SignatureError as exc:
+            logger.info("webhook refused", extra={"provider": provider, "reason": str(exc)})
+            return error(401, "invalid_signature", "the delivery's signature does not verify")
+        except ParseError as exc:
+            return error(400, "bad_request", str(exc))
+        if any(len(item.event_id) + len(json.dumps(item.payload)) > SQS_EVENT_BYTES for item in inbound):
+            return error(413, "payload_too_large", f"an event is larger than {SQS_EVENT_BYTES} bytes")
+        outcome = self._accept(stored, inbound, now)
+        if outcome is None:
+            return error(503, "unavailable", "the delivery could not be queued; retry it", {"Retry-After": "5"})
+        logger.info(
+            "webhook accepted",
+            extra={"provider": provider, "organization_id": organization_id, **outcome.__dict__},
+        )
+        if provider == "salesforce":
+            return {"statusCode": 200, "headers": {"Content-Type": "text/xml; charset=utf-8"}, "body": SALESFORCE_ACK}
+        return response(200, outcome.__dict__)
+
+    def _validation_request(self, stored: StoredEndpoint, provider: str, query: Mapping[str, str]) -> dict[str, Any]:
+        """Mailchimp checks a webhook URL with a GET before saving it; no other provider does."""
+        if provider != "mailchimp":
+            return error(404, *NOT_FOUND)
+        if self._settings.signature_validation:
+            try:
+                signatures.verify_token(query.get("token"), self._secrets(stored))
+            except SignatureError:
+                return error(401, "invalid_signature", "the delivery's token does not match")
+        return response(200, {"status": "ok"})
+
+    def _authenticate_and_parse(  # noqa: PLR0912 - one branch per provider
+        self,
+        stored: StoredEndpoint,
+        event: Mapping[str, Any],
+        headers: Mapping[str, str],
+        query: Mapping[str, str],
+        body: bytes,
+        now: float,
+    ) -> list[InboundEvent]:
+        doc, verify = stored.doc, self._settings.signature_validation
+        provider = doc["provider"]
+        if provider == "stripe":
+            if verify:
+                signatures.verify_stripe(body, headers.get("stripe-signature"), self._secrets(stored), now)
+            return parsing.parse_stripe(body)
+        if provider == "hubspot":
+            if verify:
+                signatures.verify_hubspot(
+                    body,
+                    headers,
+                    method=event.get("requestContext", {}).get("http", {}).get("method", "POST"),
+                    uri=_request_uri(event, headers),
+                    secrets=self._secrets(stored),
+                    now=now,
+                    allow_legacy=bool(doc.get("hubspot_allow_legacy_signatures")),
+                )
+            return parsing.parse_hubspot(body)
+        if provider == "sendgrid":
+            if verify:
+                signatures.verify_sendgrid(body, headers, str(doc.get("sendgrid_public_key") or ""), now)
+            return parsing.parse_sendgrid(body)
+        if provider == "mailchimp":
+            if verify:
+                signatures.verify_token(query.get("token"), self._secrets(stored))
+            return parsing.parse_mailchimp(body)
+        if provider == "salesforce":
+            if verify and doc.get("has_secret"):
+                signatures.verify_token(query.get("token"), self._secrets(stored))
+            organization, inbound = parsing.parse_salesforce(body)
+            expected = str(doc.get("salesforce_organization_id") or "")
+            # Salesforce ids have a 15-character case-sensitive form and an 18-character one.
+            if not expected or organization[:15] != expected[:15]:
+                raise SignatureError("the Outbound Message comes from another Salesforce organisation")
+            return inbound
+        if verify:
+            if doc.get("custom_scheme") == "hmac_sha256":
+                signatures.verify_hmac_header(
+                    body,
+                    headers.get(str(doc.get("signature_header") or "").lower()),
+                    self._secrets(stored),
+                    encoding=str(doc.get("signature_encoding") or "hex"),
+                    prefix=str(doc.get("signature_prefix") or ""),
+                )
+            else:
+                signatures.verify_standard_webhooks(body, headers, self._secrets(stored), now)
+        return parsing.parse_custom(body, headers, doc)
+
+    def _accept(self, stored: StoredEndpoint, inbound: list[InboundEvent], now: float) -> Outcome | None:
+        """Claims and enqueues the allowed events; None when they could not all be queued."""
+        doc = stored.doc
+        organization_id, endpoint_id = doc["organization_id"], doc["endpoint_id"]
+        allowed = set(doc.get("allowed_events") or ())
+        ignored = [e for e in inbound if allowed and e.event_type not in allowed]
+        if ignored:
+            self._store.count_ignored(organization_id, doc["provider"], len(ignored))
+        claimed: dict[str, str] = {}
+        duplicates = 0
+        for item in inbound:
+            if allowed and item.event_type not in allowed:
+                continue
+            if item.event_id in claimed:
+                duplicates += 1
+                continue
+            outcome = self._store.claim_event(
+                organization_id,
+                endpoint_id,
+                item.event_id,
+                now=int(now),
+                lease_seconds=CLAIM_LEASE_SECONDS,
+                ttl_seconds=DEDUPE_TTL_SECONDS,
+            )
+            if outcome is Claim.DUPLICATE:
+                duplicates += 1
+            else:
+                claimed[item.event_id] = queue_message(doc, item, now)
+        failed = self._enqueue(endpoint_id, list(claimed.items()))
+        for event_id in failed:
+            self._release(organization_id, endpoint_id, event_id)
+        if failed:
+            return None
+        for event_id in claimed:
+            try:
+                self._store.mark_queued(organization_id, endpoint_id, event_id)
+            except Exception:
+                # Queued already; an unmarked claim only lets a retry after the lease enqueue a
+                # copy, which the processor writes to the same place.
+                logger.exception("could not mark a webhook event queued", extra={"endpoint_id": endpoint_id})
+        return Outcome(len(inbound), len(claimed), duplicates, len(ignored))
+
+    def _enqueue(self, endpoint_id: str, entries: list[tuple[str, str]]) -> list[str]:
+        """Sends (event id, message) pairs to SQS in batches of ten; returns the ids not queued."""
+        failed: list[str] = []
+        for start in range(0, len(entries), 10):
+            chunk = entries[start : start + 10]
+            try:
+                result = self._sqs.send_message_batch(
+                    QueueUrl=self._queue_url,
+                    Entries=[{"Id": str(index), "MessageBody": body} for index, (_, body) in enumerate(chunk)],
+                )
+            except Exception:
+                logger.exception("webhook enqueue failed", extra={"endpoint_id": endpoint_id})
+                failed.extend(event_id for event_id, _ in chunk)
+                continue
+            failed.extend(chunk[int(entry["Id"])][0] for entry in result.get("Failed", []))
+        return failed
+
+    def _release(self, organization_id: str, endpoint_id: str, event_id: str) -> None:
+        try:
+            self._store.release_event(organization_id, endpoint_id, event_id)
+        except Exception:
+            # The lease still runs out, after which the provider's retry takes the claim over.
+            logger.exception("could not release a webhook claim", extra={"endpoint_id": endpoint_id})
+
+
+def queue_message(doc: Mapping[str, Any], item: InboundEvent, received_at: float) -> str:
+    """The SQS message of one event: who it is for, what it is, and the provider's payload."""
+    return json.dumps(
+        {
+            "v": 1,
+            "organization_id": doc["organization_id"],
+            "integration_id": doc["integration_id"],
+            "endpoint_id": doc["endpoint_id"],
+            "provider": doc["provider"],
+            "event_id": item.event_id,
+            "event_type": item.event_type,
+            "received_at": received_at,
+            "payload": item.payload,
+        },
+        separators=(",", ":"),
+    )
+
+
+def _raw_body(event: Mapping[str, Any]) -> bytes:
+    body = event.get("body") or ""
+    if event.get("isBase64Encoded"):
+        return base64.b64decode(body, validate=True)
+    return str(body).encode("utf-8", "surrogatepass")
+
+
+def _request_uri(event: Mapping[str, Any], headers: Mapping[str, str]) -> str:
+    """The URI the provider called, as HubSpot signs it: scheme, host, path and query."""
+    scheme = headers.get("x-forwarded-proto", "https").split(",")[0].strip()
+    host = headers.get("host") or event.get("requestContext", {}).get("domainName", "")
+    query = event.get("rawQueryString") or ""
+    return f"{scheme}://{host}{event.get('rawPath', '')}" + (f"?{query}" if query else "")

@@ -1,0 +1,205 @@
+"""Parsing deliveries (including hostile ones) and normalising provider events into changes."""
+
+from __future__ import annotations
+
+import json
+from decimal import Decimal
+
+import pytest
+
+from churnguard.pipeline.records import Operation
+from churnguard.webhooks import events
+from churnguard.webhooks.events import ParseError
+from churnguard.webhooks.normalizers import ProviderEvent, normalize, subscriber_hash, subscription_mrr
+from tests.support.webhooks import XML_BOMB, mailchimp_form, salesforce_message, stripe_event
+
+EXTERNAL_ENTITY = b"""<?xml version="1.0"?><!DOCTYPE x [<!ENTITY xxe SYSTEM "file:///etc/passwd">]><x>&xxe;</x>"""
+
+
+@pytest.mark.parametrize(
+    ("body", "message"),
+    [
+        (b"[" * 5000 + b"]" * 5000, "nests deeper"),
+        (b'{"id": "evt_1", "a": ' + b"[" * 70 + b"1" + b"]" * 70 + b"}", "nests deeper"),
+        (b'{"id": "evt_1", "type": "x"', "not valid JSON"),
+        (b'{"id": "evt_\xff"}', "not UTF-8"),
+        (b'{"type": "customer.created"}', "event id is missing"),
+        (b"[]", "one event object"),
+    ],
+)
+def test_hostile_or_malformed_json_is_refused(body: bytes, message: str) -> None:
+    with pytest.raises(ParseError, match=message):
+        events.parse_stripe(body)
+
+
+def test_stripe_hubspot_sendgrid_ids_and_types() -> None:
+    (stripe,) = events.parse_stripe(stripe_event("evt_9", "invoice.paid", {"id": "in_1", "object": "invoice"}))
+    assert (stripe.event_id, stripe.event_type) == ("evt_9", "invoice.paid")
+    hubspot = events.parse_hubspot(
+        json.dumps([{"eventId": 1, "subscriptionType": "contact.creation"}, {"eventId": 2}]).encode()
+    )
+    assert [(e.event_id, e.event_type) for e in hubspot] == [("1", "contact.creation"), ("2", "unknown")]
+    sendgrid = events.parse_sendgrid(json.dumps([{"sg_event_id": "a", "event": "open"}]).encode())
+    assert [(e.event_id, e.event_type) for e in sendgrid] == [("a", "open")]
+    with pytest.raises(ParseError, match="sg_event_id"):
+        events.parse_sendgrid(json.dumps([{"event": "open"}]).encode())
+
+
+def test_mailchimp_form_bodies_nest_and_are_identified_by_digest() -> None:
+    body = mailchimp_form("subscribe", "ann@example.com", **{"data[merges][FNAME]": "Ann"})
+    (event,) = events.parse_mailchimp(body)
+    assert event.event_type == "subscribe"
+    assert event.payload["data"]["merges"]["FNAME"] == "Ann"
+    assert event.event_id == events.body_digest(body)
+    with pytest.raises(ParseError):
+        events.parse_mailchimp(b"data[a]=1&data[a][b]=2&type=x")
+    with pytest.raises(ParseError):
+        events.parse_mailchimp(b"\xff\xfe")
+
+
+def test_salesforce_outbound_messages() -> None:
+    body = salesforce_message([("04l1", "Contact", {"Id": "003A", "Email": "a@example.com"})])
+    organization, parsed = events.parse_salesforce(body)
+    assert organization == "00D000000000062EAA"
+    assert parsed[0].event_id == "04l1"
+    assert parsed[0].payload["fields"] == {"Id": "003A", "Email": "a@example.com"}
+
+
+@pytest.mark.parametrize("body", [XML_BOMB, EXTERNAL_ENTITY, b"<unclosed", b"<a/>"])
+def test_salesforce_entity_expansion_and_junk_are_refused(body: bytes) -> None:
+    with pytest.raises(ParseError):
+        events.parse_salesforce(body)
+
+
+# ---------------------------------------------------------------- normalisers
+
+
+def provider_event(provider: str, event_type: str, payload: object, event_id: str = "e1") -> ProviderEvent:
+    return ProviderEvent(provider, event_id, event_type, 1_700_000_000.0, payload)
+
+
+def subscription(status: str, items: list[tuple[int, str, int, int]]) -> dict[str, object]:
+    return {
+        "id": "sub_1",
+        "object": "subscription",
+        "customer": "cus_1",
+        "status": status,
+        "currency": "usd",
+        "items": {
+            "data": [
+                {
+                    "quantity": quantity,
+                    "price": {
+                        "id": "price_1",
+                        "unit_amount": amount,
+                        "currency": "usd",
+                        "recurring": {"interval": interval, "interval_count": count},
+                    },
+                }
+                for amount, interval, count, quantity in items
+            ]
+        },
+    }
+
+
+def test_stripe_mrr_normalises_intervals_and_drops_to_zero_on_cancellation() -> None:
+    assert subscription_mrr(subscription("active", [(1000, "month", 1, 2)])) == Decimal("20.00")
+    assert subscription_mrr(subscription("active", [(12000, "year", 1, 1)])) == Decimal("10.00")
+    assert subscription_mrr(subscription("active", [(3000, "month", 3, 1)])) == Decimal("10.00")
+    assert subscription_mrr(subscription("canceled", [(1000, "month", 1, 1)])) == Decimal("0.00")
+
+
+def test_stripe_events() -> None:
+    created = json.loads(
+        stripe_event(
+            "evt_1", "customer.subscription.deleted", subscription("active", [(1000, "month", 1, 1)]), 1_700_000_100
+        )
+    )
+    (change,) = normalize(provider_event("stripe", created["type"], created), {})
+    assert (change.entity, change.record_id, change.operation) == ("subscription", "sub_1", Operation.UPSERT)
+    assert change.data["status"] == "canceled" and change.data["mrr"] == Decimal("0.00")
+    assert change.occurred_at.timestamp() == 1_700_000_100
+    deleted = json.loads(
+        stripe_event("evt_2", "customer.deleted", {"id": "cus_1", "object": "customer", "email": "a@b.c"})
+    )
+    (change,) = normalize(provider_event("stripe", "customer.deleted", deleted), {})
+    assert (change.entity, change.operation, change.data["email"]) == ("customer", Operation.DELETE, "a@b.c")
+    invoice = json.loads(
+        stripe_event(
+            "evt_3", "invoice.paid", {"id": "in_1", "object": "invoice", "amount_paid": 1999, "currency": "jpy"}
+        )
+    )
+    (change,) = normalize(provider_event("stripe", "invoice.paid", invoice), {})
+    assert change.data["amount_paid"] == Decimal(1999)
+    other = json.loads(stripe_event("evt_4", "payout.paid", {"id": "po_1", "object": "payout"}))
+    assert normalize(provider_event("stripe", "payout.paid", other, "evt_4"), {})[0].entity == "event"
+
+
+def test_hubspot_property_changes_are_ordered_per_property_and_merges_delete_the_merged() -> None:
+    change = {
+        "eventId": 1,
+        "subscriptionType": "contact.propertyChange",
+        "objectId": 7,
+        "propertyName": "email",
+        "propertyValue": "x@y.z",
+        "occurredAt": 1_700_000_000_123,
+    }
+    (result,) = normalize(provider_event("hubspot", "contact.propertyChange", change), {})
+    assert result.ordering_key == "7#email" and result.data["email"] == "x@y.z"
+    merge = {
+        "eventId": 2,
+        "subscriptionType": "contact.merge",
+        "objectId": 7,
+        "primaryObjectId": 7,
+        "mergedObjectIds": [7, 8],
+    }
+    results = normalize(provider_event("hubspot", "contact.merge", merge), {})
+    assert [(r.record_id, r.operation) for r in results] == [("7", Operation.UPSERT), ("8", Operation.DELETE)]
+    deletion = {"eventId": 3, "subscriptionType": "company.deletion", "objectId": 9}
+    assert normalize(provider_event("hubspot", "company.deletion", deletion), {})[0].operation is Operation.DELETE
+
+
+def test_sendgrid_mailchimp_salesforce_and_custom() -> None:
+    (email,) = normalize(
+        provider_event(
+            "sendgrid",
+            "bounce",
+            {"sg_event_id": "s1", "email": "a@b.c", "timestamp": 1_700_000_000, "reason": "550"},
+            "s1",
+        ),
+        {},
+    )
+    assert (email.entity, email.record_id, email.data["event"], email.data["reason"]) == (
+        "email_event",
+        "s1",
+        "bounce",
+        "550",
+    )
+    (event,) = events.parse_mailchimp(mailchimp_form("unsubscribe", "Ann@Example.com"))
+    (contact,) = normalize(provider_event("mailchimp", "unsubscribe", event.payload), {})
+    assert contact.record_id == subscriber_hash("ann@example.com") and contact.data["status"] == "unsubscribed"
+    (event,) = events.parse_mailchimp(
+        mailchimp_form("upemail", "", **{"data[old_email]": "old@example.com", "data[new_email]": "new@example.com"})
+    )
+    assert [c.operation for c in normalize(provider_event("mailchimp", "upemail", event.payload), {})] == [
+        Operation.DELETE,
+        Operation.UPSERT,
+    ]
+    _, (sf,) = events.parse_salesforce(
+        salesforce_message(
+            [("04l1", "Account", {"Id": "001A", "Name": "Acme", "LastModifiedDate": "2026-01-01T00:00:00.000Z"})]
+        )
+    )
+    (company,) = normalize(provider_event("salesforce", "Account", sf.payload), {})
+    assert (company.entity, company.record_id, company.data["name"]) == ("company", "001A", "Acme")
+    options = {
+        "entity": "customer",
+        "record_id_field": "customer.id",
+        "event_time_field": "at",
+        "delete_event_types": ["customer.gone"],
+    }
+    (custom,) = normalize(
+        provider_event("custom", "customer.gone", {"customer": {"id": 5}, "at": "2026-01-01T00:00:00Z"}), options
+    )
+    assert (custom.entity, custom.record_id, custom.operation) == ("customer", "5", Operation.DELETE)
+    assert custom.occurred_at.isoformat() == "2026-01-01T00:00:00+00:00"
