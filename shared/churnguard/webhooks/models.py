@@ -10,9 +10,9 @@ from datetime import datetime
 from enum import StrEnum
 from typing import Annotated, Any, Literal
 
-from pydantic import BaseModel, Field, StringConstraints, field_validator, model_validator
+from pydantic import Field, StringConstraints, field_validator, model_validator
 
-from churnguard.models import FieldPath, OrganizationId, ProviderName, Secret, StrictModel, utc_now
+from churnguard.models import FieldPath, Model, OrganizationId, ProviderName, Secret, StrictModel, utc_now
 from churnguard.webhooks.signatures import check_sendgrid_public_key
 
 
@@ -122,7 +122,7 @@ class RotateSecretRequest(StrictModel):
     grace_period_seconds: int = Field(default=86_400, ge=0, le=7 * 86_400)
 
 
-class SecretSummary(BaseModel):
+class SecretSummary(Model):
     current: str = Field(description="masked: `****` plus the last four characters of long secrets")
     rotated_at: datetime | None = None
     previous_valid_until: datetime | None = None
@@ -160,7 +160,7 @@ class WebhookEndpoint(EndpointOptions):
         return self
 
 
-class WebhookEndpointView(BaseModel):
+class WebhookEndpointView(Model):
     endpoint_id: str
     organization_id: str
     integration_id: str
@@ -202,11 +202,11 @@ class WebhookEndpointView(BaseModel):
         )
 
 
-class WebhookEndpointList(BaseModel):
+class WebhookEndpointList(Model):
     items: list[WebhookEndpointView]
 
 
-class DeadLetter(BaseModel):
+class DeadLetter(Model):
     message_key: str
     endpoint_id: str
     integration_id: str
@@ -218,10 +218,10 @@ class DeadLetter(BaseModel):
     failed_at: datetime
 
 
-class DeadLetterPage(BaseModel):
+class DeadLetterPage(Model):
     items: list[DeadLetter]
     next_token: str | None = None
 
 
-class RedriveResult(BaseModel):
+class RedriveResult(Model):
     redriven: int = Field(description="messages of this organisation moved back to the webhook queue")
