@@ -58,3 +58,30 @@ def new_tenant(cloud: Any, management_url: str) -> Any:
         return Tenant(organization_id, created.api_key, created.key_id, management_url)
 
     return make
+
+
+def register_postgres(tenant: Tenant, entity_mappings: dict[str, str], **sync_config: Any) -> str:
+    """Registers an active, incremental PostgreSQL integration on the test server; its id."""
+    from tests.support.sync import POSTGRES_URL, DatabaseUrl
+
+    url = DatabaseUrl.parse(POSTGRES_URL, 5432)
+    created = tenant.request(
+        "POST",
+        "/api/integrations",
+        json={
+            "integration_name": f"Database {'/'.join(entity_mappings.values())}",
+            "provider_name": "postgresql",
+            "base_url": url.address,
+            "status": "active",
+            "entity_mappings": entity_mappings,
+            "credentials": {
+                "credential_type": "basic_auth",
+                "username": url.user,
+                "password": url.password or "trust-auth-ignores-this",
+                "custom_fields": {"database": url.database},
+            },
+            "sync_config": {"sync_mode": "incremental", "sync_frequency": 3600, **sync_config},
+        },
+    )
+    assert created.status_code == 201, created.text
+    return str(created.json()["integration_id"])

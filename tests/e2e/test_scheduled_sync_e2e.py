@@ -14,7 +14,7 @@ import pytest
 
 from churnguard.admin import create_api_key
 from local.testing import ManualClock, wait_for
-from tests.e2e.conftest import REPO, Tenant
+from tests.e2e.conftest import REPO, Tenant, register_postgres
 from tests.support.sync import POSTGRES_URL, DatabaseUrl
 
 
@@ -60,25 +60,7 @@ def test_the_schedule_fires_and_the_sync_runs(clocked_cloud: tuple[Any, ManualCl
         dynamodb=cloud.boto3_client("dynamodb"),
     )
     tenant = Tenant("org_scheduled", created.api_key, created.key_id, cloud.api_urls["ManagementApi"])
-    url = DatabaseUrl.parse(POSTGRES_URL, 5432)
-    integration_id = tenant.request(
-        "POST",
-        "/api/integrations",
-        json={
-            "integration_name": "Accounts",
-            "provider_name": "postgresql",
-            "base_url": url.address,
-            "status": "active",
-            "entity_mappings": {"account": f"{accounts_table}.accounts"},
-            "credentials": {
-                "credential_type": "basic_auth",
-                "username": url.user,
-                "password": url.password or "trust-auth-ignores-this",
-                "custom_fields": {"database": url.database},
-            },
-            "sync_config": {"sync_frequency": 300},
-        },
-    ).json()["integration_id"]
+    integration_id = register_postgres(tenant, {"account": f"{accounts_table}.accounts"}, sync_frequency=300)
     history = f"/api/integrations/{integration_id}/syncs"
     time.sleep(1)
     assert tenant.request("GET", history).json()["items"] == [], "nothing runs before the schedule is due"

@@ -17,7 +17,7 @@ from typing import Any
 import psycopg2
 import pytest
 
-from tests.e2e.conftest import Tenant
+from tests.e2e.conftest import Tenant, register_postgres
 from tests.support.sync import POSTGRES_URL, DatabaseUrl
 
 ROWS = 2_500
@@ -75,30 +75,6 @@ def lake_ids(cloud: Any, organization_id: str, sync_id: str) -> list[int]:
     return ids
 
 
-def register_postgres(tenant: Tenant, schema: str, batch_size: int = 300) -> str:
-    url = DatabaseUrl.parse(POSTGRES_URL, 5432)
-    created = tenant.request(
-        "POST",
-        "/api/integrations",
-        json={
-            "integration_name": "Customer database",
-            "provider_name": "postgresql",
-            "base_url": url.address,
-            "status": "active",
-            "entity_mappings": {"customer": f"{schema}.customers"},
-            "credentials": {
-                "credential_type": "basic_auth",
-                "username": url.user,
-                "password": url.password or "trust-auth-ignores-this",
-                "custom_fields": {"database": url.database},
-            },
-            "sync_config": {"sync_mode": "incremental", "batch_size": batch_size, "sync_frequency": 3600},
-        },
-    )
-    assert created.status_code == 201, created.text
-    return str(created.json()["integration_id"])
-
-
 def state_entered(cloud: Any, sync_id: str) -> list[str]:
     """The states the sync's execution entered, in order (from its execution history)."""
     sfn = cloud.boto3_client("stepfunctions")
@@ -130,7 +106,7 @@ def test_a_transient_failure_is_retried_by_the_state_machine_and_every_row_lands
     monkeypatch.setattr(SyncEngine, "extract_step", flaky_extract)
     _, schema = customers_table
     tenant: Tenant = new_tenant(f"org_retry_{uuid.uuid4().hex[:6]}")
-    integration_id = register_postgres(tenant, schema)
+    integration_id = register_postgres(tenant, {"customer": f"{schema}.customers"}, batch_size=300)
     sync_id = tenant.request("POST", f"/api/integrations/{integration_id}/sync").json()["sync_id"]
 
     assert wait_for_sync(tenant, integration_id, sync_id)["status"] == "succeeded"
@@ -146,7 +122,7 @@ def test_full_then_incremental_sync_through_the_state_machine(
 ) -> None:
     conn, schema = customers_table
     tenant: Tenant = new_tenant(f"org_sync_{uuid.uuid4().hex[:6]}")
-    integration_id = register_postgres(tenant, schema)
+    integration_id = register_postgres(tenant, {"customer": f"{schema}.customers"}, batch_size=300)
 
     check = tenant.request("POST", f"/api/integrations/{integration_id}/test-connection")
     assert check.status_code == 200
