@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+import threading
 from collections.abc import Iterator
 from dataclasses import dataclass
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
@@ -27,14 +29,39 @@ class Tenant:
         return requests.request(method, self.base_url + path, headers=headers, timeout=30, **kwargs)
 
 
+class ShiftableClock:
+    """Real time plus an offset a test can move forward, so schedules can come due at once."""
+
+    def __init__(self) -> None:
+        self._offset = timedelta()
+        self._lock = threading.Lock()
+
+    def __call__(self) -> datetime:
+        with self._lock:
+            return datetime.now(UTC) + self._offset
+
+    def shift(self, delta: timedelta) -> None:
+        with self._lock:
+            self._offset += delta
+
+
 @pytest.fixture(scope="session")
-def cloud() -> Iterator[Any]:
+def schedule_clock() -> ShiftableClock:
+    return ShiftableClock()
+
+
+@pytest.fixture(scope="session")
+def cloud(schedule_clock: ShiftableClock) -> Iterator[Any]:
     from local.cloud import LocalCloud
 
     # Failed webhook events come back after a second, and go to the DLQ after three attempts.
     overrides = {"WebhookQueueVisibilityTimeout": "1", "WebhookMaxReceiveCount": "3"}
     with LocalCloud(
-        REPO / "template.yaml", ports={"ManagementApi": 0, "WebhookApi": 0}, moto_port=0, parameter_overrides=overrides
+        REPO / "template.yaml",
+        ports={"ManagementApi": 0, "WebhookApi": 0},
+        moto_port=0,
+        parameter_overrides=overrides,
+        clock=schedule_clock,
     ) as running:
         yield running
 

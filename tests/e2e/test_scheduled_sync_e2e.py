@@ -1,36 +1,20 @@
 """A scheduled sync end to end: the integration's EventBridge Scheduler schedule, fired by the
-local cloud on a manual clock, starts a real sync through the state machine."""
+local cloud once its clock is moved past the due time, starts a real sync through the state machine."""
 
 from __future__ import annotations
 
 import time
 import uuid
 from collections.abc import Iterator
-from datetime import UTC, datetime, timedelta
+from datetime import timedelta
 from typing import Any
 
 import psycopg2
 import pytest
 
-from churnguard.admin import create_api_key
-from local.testing import ManualClock, wait_for
-from tests.e2e.conftest import REPO, Tenant, register_postgres
+from local.testing import wait_for
+from tests.e2e.conftest import ShiftableClock, Tenant, register_postgres
 from tests.support.sync import POSTGRES_URL, DatabaseUrl
-
-
-@pytest.fixture(scope="module")
-def clocked_cloud() -> Iterator[tuple[Any, ManualClock]]:
-    from local.cloud import LocalCloud
-
-    clock = ManualClock()
-    with LocalCloud(
-        REPO / "template.yaml",
-        ports={"ManagementApi": 0, "WebhookApi": 0},
-        moto_port=0,
-        stack_name="churnguard-scheduled",
-        clock=clock,
-    ) as cloud:
-        yield cloud, clock
 
 
 @pytest.fixture
@@ -51,22 +35,16 @@ def accounts_table() -> Iterator[str]:
         conn.close()
 
 
-def test_the_schedule_fires_and_the_sync_runs(clocked_cloud: tuple[Any, ManualClock], accounts_table: str) -> None:
-    cloud, clock = clocked_cloud
-    created = create_api_key(
-        table_name=cloud.resources["DataTable"]["physical_id"],
-        organization_id="org_scheduled",
-        name="e2e",
-        dynamodb=cloud.boto3_client("dynamodb"),
-    )
-    tenant = Tenant("org_scheduled", created.api_key, created.key_id, cloud.api_urls["ManagementApi"])
+def test_the_schedule_fires_and_the_sync_runs(
+    new_tenant: Any, schedule_clock: ShiftableClock, accounts_table: str
+) -> None:
+    tenant: Tenant = new_tenant(f"org_sched_{uuid.uuid4().hex[:6]}")
     integration_id = register_postgres(tenant, {"account": f"{accounts_table}.accounts"}, sync_frequency=300)
     history = f"/api/integrations/{integration_id}/syncs"
     time.sleep(1)
     assert tenant.request("GET", history).json()["items"] == [], "nothing runs before the schedule is due"
 
-    # rate() counts from the schedule's creation, which happened at the real time just now.
-    clock.advance_to(datetime.now(UTC) + timedelta(minutes=5, seconds=5))
+    schedule_clock.shift(timedelta(minutes=5, seconds=5))
     runs = wait_for(
         lambda: [r for r in tenant.request("GET", history).json()["items"] if r["status"] == "succeeded"],
         timeout=120,
