@@ -5,7 +5,7 @@ interpreter importing boto3 alone, which every handler pays), and checks the bar
 management handler and authorizer at most 400 ms each; the authorizer imports neither the
 Tracer nor any provider SDK.
 
-    .venv/bin/python benchmarks/cold_start.py [--runs 5] [--json]
+    .venv/bin/python -m benchmarks.cold_start [--runs 5] [--json]
 """
 
 from __future__ import annotations
@@ -43,8 +43,6 @@ ENVIRONMENT = {
     "AWS_SECRET_ACCESS_KEY": "testing",
     "TABLE_NAME": "churnguard-bench",
     "KMS_KEY_ID": "arn:aws:kms:us-east-1:123456789012:key/bench",
-    "POWERTOOLS_SERVICE_NAME": "churnguard",
-    "POWERTOOLS_METRICS_NAMESPACE": "ChurnGuard",
 }
 PROBE = """
 import importlib.util, json, sys, time
@@ -62,8 +60,16 @@ print(json.dumps({"ms": elapsed, "heavy": heavy}))
 """
 
 
+def template_globals() -> dict[str, str]:
+    """The literal environment variables template.yaml gives every function (Globals)."""
+    from local.template import load_yaml
+
+    variables = load_yaml(REPO / "template.yaml")["Globals"]["Function"]["Environment"]["Variables"]
+    return {name: value for name, value in variables.items() if isinstance(value, str)}
+
+
 def measure(target: str, runs: int) -> tuple[list[float], list[str]]:
-    env = {**os.environ, **ENVIRONMENT, "PYTHONPATH": str(REPO / "shared")}
+    env = {**os.environ, **template_globals(), **ENVIRONMENT, "PYTHONPATH": str(REPO / "shared")}
     env.pop("AWS_ENDPOINT_URL", None)
     code = f"HEAVY = {HEAVY_MODULES!r}\n" + PROBE
     samples: list[float] = []
