@@ -204,3 +204,36 @@ def test_token_and_hmac_header() -> None:
     signatures.verify_hmac_header(BODY, base64.b64encode(digest).decode(), ["k" * 20], encoding="base64")
     with pytest.raises(SignatureError):
         signatures.verify_hmac_header(BODY, digest.hex(), ["k" * 20], encoding="hex", prefix="sha256=")
+
+
+@pytest.mark.parametrize("version", ["v1", "v2", "v3"])
+def test_hubspot_signatures_made_by_hubspots_own_client_verify(version: str) -> None:
+    """Cross-check with hubspot-api-client's signature utility, not only our own helper."""
+    from hubspot.utils.signature import Signature
+
+    timestamp = str(int(time.time() * 1000))
+    signature = Signature.get_signature(
+        client_secret=HUBSPOT_SECRET,
+        request_body=HUBSPOT_BODY.decode(),
+        signature_version=version,
+        http_uri=URI,
+        http_method="POST",
+        timestamp=timestamp,
+    )
+    if version == "v3":
+        headers = {"x-hubspot-signature-v3": signature, "x-hubspot-request-timestamp": timestamp}
+    else:
+        headers = {"x-hubspot-signature": signature, "x-hubspot-signature-version": version}
+    signatures.verify_hubspot(
+        HUBSPOT_BODY, headers, method="POST", uri=URI, secrets=[HUBSPOT_SECRET], now=time.time(), allow_legacy=True
+    )
+    ours = lower(hubspot_v3_headers(HUBSPOT_BODY, URI, at_ms=int(timestamp)))
+    assert Signature.is_valid(
+        signature=ours["x-hubspot-signature-v3"],
+        client_secret=HUBSPOT_SECRET,
+        request_body=HUBSPOT_BODY.decode(),
+        http_uri=URI,
+        http_method="POST",
+        signature_version="v3",
+        timestamp=timestamp,
+    )
