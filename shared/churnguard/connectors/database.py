@@ -13,7 +13,7 @@ import os
 import tempfile
 from dataclasses import dataclass, field
 
-from churnguard.connectors.base import CheckStatus, SourceError, Stream
+from churnguard.connectors.base import CheckStatus, Connector, SourceError, Stream
 from churnguard.models import DataSyncMode, IntegrationConfiguration, IntegrationCredentials, SourceOptions
 
 
@@ -109,3 +109,10 @@ def table_stream(
         fields=fields,
         json_fields=tuple(f for f in json_fields if fields is None or f in fields),
     )
+
+
+class DatabaseConnector(Connector):
+    """A connector to a database configured the seed's way: host:port, basic_auth, custom_fields."""
+
+    def _settings(self) -> DatabaseSettings:
+        return database_settings(self.config, self.credentials)

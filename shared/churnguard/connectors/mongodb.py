@@ -23,7 +23,6 @@ from bson import Code, Decimal128, ObjectId, Regex, Timestamp
 
 from churnguard.connectors.base import (
     CheckStatus,
-    Connector,
     Page,
     Position,
     SourceError,
@@ -31,7 +30,7 @@ from churnguard.connectors.base import (
     TransientSourceError,
     position_after,
 )
-from churnguard.connectors.database import DatabaseSettings, ca_file, database_settings, flag
+from churnguard.connectors.database import DatabaseConnector, ca_file, flag
 from churnguard.models import DataSyncMode, ProviderName, SourceOptions
 from churnguard.pipeline.encoding import register_encoder
 
@@ -56,13 +55,10 @@ register_encoder(Regex, lambda value: value.pattern)
 register_encoder(Code, str)
 
 
-class MongoConnector(Connector):
+class MongoConnector(DatabaseConnector):
     provider = ProviderName.MONGODB
 
     _client: Any = None
-
-    def _settings(self) -> DatabaseSettings:
-        return database_settings(self.config, self.credentials)
 
     def _database(self) -> Any:
         settings = self._settings()

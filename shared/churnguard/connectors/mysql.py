@@ -22,7 +22,6 @@ import pymysql.cursors
 
 from churnguard.connectors.base import (
     CheckStatus,
-    Connector,
     Page,
     Position,
     SourceError,
@@ -30,7 +29,12 @@ from churnguard.connectors.base import (
     TransientSourceError,
     position_after,
 )
-from churnguard.connectors.database import DatabaseSettings, ca_file, database_settings, flag, table_stream
+from churnguard.connectors.database import (
+    DatabaseConnector,
+    ca_file,
+    flag,
+    table_stream,
+)
 from churnguard.models import ProviderName, SourceOptions
 from churnguard.pipeline.encoding import loads_exact
 
@@ -79,14 +83,11 @@ def quote(name: str) -> str:
     return "`" + name.replace("`", "``") + "`"
 
 
-class MySqlConnector(Connector):
+class MySqlConnector(DatabaseConnector):
     provider = ProviderName.MYSQL
 
     _conn: Any = None
     _mariadb: bool = False
-
-    def _settings(self) -> DatabaseSettings:
-        return database_settings(self.config, self.credentials)
 
     def _connection(self) -> Any:
         if self._conn is not None and self._conn.open:

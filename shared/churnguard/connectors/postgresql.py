@@ -33,7 +33,6 @@ from psycopg2 import sql
 
 from churnguard.connectors.base import (
     CheckStatus,
-    Connector,
     Page,
     Position,
     SourceError,
@@ -41,7 +40,7 @@ from churnguard.connectors.base import (
     TransientSourceError,
     position_after,
 )
-from churnguard.connectors.database import DatabaseSettings, ca_file, database_settings, table_stream
+from churnguard.connectors.database import DatabaseConnector, ca_file, table_stream
 from churnguard.models import ProviderName, SourceOptions
 from churnguard.pipeline.core import ENCODED_DATA
 from churnguard.pipeline.encoding import loads_exact
@@ -57,13 +56,10 @@ _MISSING_DATABASE = re.compile(r"database \".*\" does not exist")
 _RETRYABLE_STATES = ("57014", "57P01", "57P02", "57P03", "40001", "40P01", "55P03")
 
 
-class PostgresConnector(Connector):
+class PostgresConnector(DatabaseConnector):
     provider = ProviderName.POSTGRESQL
 
     _conn: Any = None
-
-    def _settings(self) -> DatabaseSettings:
-        return database_settings(self.config, self.credentials)
 
     def _connection(self) -> Any:
         if self._conn is not None and not self._conn.closed:
