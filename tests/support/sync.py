@@ -123,10 +123,10 @@ class SyncHarness:
             syncs=self.syncs,
             integrations=self.integrations,
             credentials=self.service.load_credentials,
+            save_credentials=self.service.replace_credentials,
             breakers=self.breakers,
             sinks=sinks if sinks is not None else [self.lake],
-            sleep=lambda _seconds: None,
-            **{"cancel_poll_seconds": 0.0, **options},
+            **{"cancel_poll_seconds": 0.0, "sleep": lambda _seconds: None, **options},
         )
 
     def lake_records(self, area: str = "") -> list[dict[str, Any]]:

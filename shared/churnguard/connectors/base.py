@@ -21,7 +21,7 @@ from __future__ import annotations
 import base64
 from abc import ABC, abstractmethod
 from collections.abc import Callable, Generator
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import date, datetime, time
 from decimal import Decimal
 from enum import StrEnum
@@ -84,6 +84,14 @@ class TransientSourceError(SourceError):
     retryable = True
 
 
+class ThrottledError(TransientSourceError):
+    """The source asked us to slow down (HTTP 429, a rate-limit header at zero). Retried after
+    `retry_after` like any transient error, but the source is healthy: the circuit breaker does
+    not count it as a failure."""
+
+    throttled = True
+
+
 class StreamCheck(Model):
     entity: str
     source: str
@@ -144,6 +152,9 @@ class Position:
 class Page:
     rows: list[dict[str, Any]]
     position: Position  # resume point after this page
+    # Rows the source reports deleted (a Stripe `*.deleted` event, Salesforce `IsDeleted`, a
+    # HubSpot archived object): recorded with operation "delete".
+    deleted: list[dict[str, Any]] = field(default_factory=list)
 
 
 def _base64(value: bytes | bytearray | memoryview) -> str:
@@ -169,13 +180,29 @@ _STATE_DECODERS: dict[str, Callable[[str], Any]] = {
 }
 
 
+CredentialsSaver = Callable[[IntegrationCredentials], object]
+
+
 class Connector(ABC):
     provider: ClassVar[ProviderName]
+    # Databases: opening a query is the request the rate limit counts; fetching more rows of it
+    # is not. HTTP connectors take a slot per request themselves and set this False.
+    slot_per_read: ClassVar[bool] = True
 
-    def __init__(self, config: IntegrationConfiguration, credentials: IntegrationCredentials, guard: Guard) -> None:
+    def __init__(
+        self,
+        config: IntegrationConfiguration,
+        credentials: IntegrationCredentials,
+        guard: Guard,
+        *,
+        save_credentials: CredentialsSaver | None = None,
+    ) -> None:
+        """`save_credentials` stores credentials the connector renewed (an OAuth2 refresh that
+        rotated the refresh token), encrypted like the originals."""
         self.config = config
         self.credentials = credentials
         self.guard = guard
+        self.save_credentials = save_credentials
 
     # ------------------------------------------------------------ what subclasses implement
 
@@ -217,9 +244,13 @@ class Connector(ABC):
         queried = [entity for entity, options in self.config.source_options.items() if options.query]
         return [*self.config.entity_mappings, *(e for e in queried if e not in self.config.entity_mappings)]
 
+    def source_of(self, entity: str) -> str | None:
+        """The table, collection or provider object an entity is read from."""
+        return self.config.entity_mappings.get(entity)
+
     def stream(self, entity: str) -> Stream:
         options = self.config.source_options.get(entity, SourceOptions())
-        source = self.config.entity_mappings.get(entity)
+        source = self.source_of(entity)
         if source is None and options.query is None:
             raise SourceError(
                 CheckStatus.INVALID_CONFIGURATION,
@@ -250,7 +281,7 @@ class Connector(ABC):
             return ConnectionCheck(status=exc.kind, message=exc.message)
         results: list[StreamCheck] = []
         for entity in self.entity_names():
-            source = self.config.entity_mappings.get(entity) or f"query:{entity}"
+            source = self.source_of(entity) or f"query:{entity}"
             try:
                 stream = self.stream(entity)
                 self._translated(partial(self._probe, stream))
@@ -305,8 +336,9 @@ class Connector(ABC):
             try:
                 if pages is None:
                     pages = self._pages(stream, current, page_size, encoded)
-                    with self.guard.limiter.slot():  # opening a query is a request
-                        return next(pages, None)
+                    if self.slot_per_read:
+                        with self.guard.limiter.slot():  # opening a query is a request
+                            return next(pages, None)
                 return next(pages, None)
             except BaseException:
                 if pages is not None:

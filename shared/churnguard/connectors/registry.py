@@ -19,6 +19,12 @@ _CONNECTORS: dict[ProviderName, str] = {
     ProviderName.POSTGRESQL: "churnguard.connectors.postgresql:PostgresConnector",
     ProviderName.MYSQL: "churnguard.connectors.mysql:MySqlConnector",
     ProviderName.MONGODB: "churnguard.connectors.mongodb:MongoConnector",
+    ProviderName.STRIPE: "churnguard.connectors.stripe:StripeConnector",
+    ProviderName.HUBSPOT: "churnguard.connectors.hubspot:HubSpotConnector",
+    ProviderName.SALESFORCE: "churnguard.connectors.salesforce:SalesforceConnector",
+    ProviderName.MAILCHIMP: "churnguard.connectors.mailchimp:MailchimpConnector",
+    ProviderName.SENDGRID: "churnguard.connectors.sendgrid:SendGridConnector",
+    ProviderName.CUSTOM: "churnguard.connectors.rest:RestConnector",
 }
 
 

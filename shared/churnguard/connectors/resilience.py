@@ -262,7 +262,7 @@ class Guard:
                 else:
                     result = fn()
             except Exception as exc:
-                if self.retryable(exc):
+                if self.retryable(exc) and not getattr(exc, "throttled", False):
                     self.breaker.record_failure()
                 raise
             self.breaker.record_success()

@@ -28,9 +28,10 @@ from collections.abc import Callable, Generator, Iterator, Sequence
 from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass
 from datetime import UTC, datetime
+from functools import partial
 from typing import Any
 
-from churnguard.connectors.base import ConnectionCheck, Connector, Page, Position
+from churnguard.connectors.base import CheckStatus, ConnectionCheck, Connector, Page, Position, SourceError
 from churnguard.connectors.registry import connector_class, supported_providers
 from churnguard.connectors.resilience import CircuitBreaker, Guard, RateLimiter, RetryPolicy
 from churnguard.errors import ChurnGuardError, ConflictError, NotFoundError, ValidationFailedError
@@ -42,6 +43,7 @@ from churnguard.models import (
     ProviderName,
 )
 from churnguard.pipeline.core import Batch, StreamPipeline, build_pipeline
+from churnguard.pipeline.records import Operation
 from churnguard.pipeline.sinks import Part, PartKey, Sink
 from churnguard.store.circuit_breakers import CircuitBreakerStore
 from churnguard.store.integrations import IntegrationStore
@@ -79,6 +81,7 @@ class SyncEngine:
         integrations: IntegrationStore,
         credentials: Callable[[str, str], IntegrationCredentials],
         breakers: CircuitBreakerStore,
+        save_credentials: Callable[[str, str, IntegrationCredentials], object] | None = None,
         sinks: Sequence[Sink],
         connectors: Callable[[ProviderName], type[Connector]] = connector_class,
         clock: Callable[[], float] = time.time,
@@ -95,6 +98,7 @@ class SyncEngine:
         self._syncs = syncs
         self._integrations = integrations
         self._credentials = credentials
+        self._save_credentials = save_credentials
         self._breakers = breakers
         self._sinks = list(sinks)
         self._connectors = connectors
@@ -267,6 +271,8 @@ class SyncEngine:
         except ChurnGuardError as exc:
             if not isinstance(exc, ConflictError):
                 self._note_failure(run, exc.message, step.entity)
+            if isinstance(exc, SourceError) and exc.kind is CheckStatus.AUTHENTICATION_FAILED:
+                self._mark_authentication_failed(run)
             raise
         finally:
             connector.close()
@@ -302,7 +308,11 @@ class SyncEngine:
             limiter=RateLimiter.from_sync_config(sync, clock=self._monotonic, sleep=self._sleep),
             breaker=CircuitBreaker(self._breakers, config.organization_id, config.integration_id, clock=self._clock),
         )
-        return self._connectors(config.provider_name)(config, credentials, guard)
+        saver = None
+        if self._save_credentials is not None:
+            save = self._save_credentials
+            saver = partial(save, config.organization_id, config.integration_id)
+        return self._connectors(config.provider_name)(config, credentials, guard, save_credentials=saver)
 
     def _extract_stream(
         self,
@@ -356,8 +366,11 @@ class SyncEngine:
     @staticmethod
     def _take(pipeline: StreamPipeline, page: Page, batch: Batch, step: _Step, read: int) -> tuple[Position, int]:
         pipeline.process(page.rows, batch)
-        step.records += len(page.rows)
-        return page.position, read + len(page.rows)
+        if page.deleted:
+            pipeline.process(page.deleted, batch, Operation.DELETE)
+        count = len(page.rows) + len(page.deleted)
+        step.records += count
+        return page.position, read + count
 
     def _should_stop(self, run: SyncRun, step: _Step) -> bool:
         now = self._monotonic()
@@ -468,6 +481,29 @@ class SyncEngine:
                     },
                     "version": before.version + 1,
                     "updated_at": run.finished_at,
+                }
+            )
+            try:
+                self._integrations.update(before, after)
+            except ConflictError:
+                continue
+            return
+
+    def _mark_authentication_failed(self, run: SyncRun) -> None:
+        """Shows on the integration that its credentials stopped working, so its owner knows to
+        replace them; a successful connection test or new credentials set it active again."""
+        for _ in range(_METADATA_ATTEMPTS):
+            try:
+                before = self._integrations.get(run.organization_id, run.integration_id)
+            except NotFoundError:
+                return
+            if before.status is IntegrationStatus.AUTHENTICATION_FAILED:
+                return
+            after = before.model_copy(
+                update={
+                    "status": IntegrationStatus.AUTHENTICATION_FAILED,
+                    "version": before.version + 1,
+                    "updated_at": _utc(self._clock()),
                 }
             )
             try:
@@ -616,10 +652,12 @@ def default_engine() -> SyncEngine:
         secret = aws.client("secretsmanager").get_secret_value(SecretId=env_str("ANALYTICS_API_TOKEN_SECRET"))
         sinks.append(AnalyticsApiSink(analytics_url, SecretStr(secret["SecretString"]), sink_retry))
     integrations = IntegrationStore(dynamodb, table_name())
+    service = default_service()
     return SyncEngine(
         syncs=SyncStore(dynamodb, table_name()),
         integrations=integrations,
-        credentials=default_service().load_credentials,
+        credentials=service.load_credentials,
+        save_credentials=service.replace_credentials,
         breakers=CircuitBreakerStore(dynamodb, table_name()),
         sinks=sinks,
     )
