@@ -21,7 +21,8 @@ import requests
 from tests.e2e.conftest import Tenant
 from tests.support.webhooks import STRIPE_SECRET, stripe_event, stripe_header
 
-CUSTOMERS = 100
+# 400 customers x 4 versions = 1,600 unique events; with 20% duplicates, 2,000 deliveries.
+CUSTOMERS = 400
 VERSIONS = 4
 DUPLICATE_SHARE = 0.2
 BASE_TIME = 1_700_000_000
@@ -131,7 +132,8 @@ def test_a_shuffled_burst_with_duplicates_and_failures_lands_exactly_once_newest
     def landed() -> int:
         return len(lake_lines(cloud, records_prefix)) + len(lake_lines(cloud, rejects_prefix))
 
-    wait_until(lambda: landed() >= len(unique), "every unique event in the lake")
+    assert len(deliveries) == 2_000
+    wait_until(lambda: landed() >= len(unique), "every unique event in the lake", timeout=900)
     records, rejects = lake_lines(cloud, records_prefix), lake_lines(cloud, rejects_prefix)
     event_ids = [r["cursor"] for r in records] + [r["raw"]["event_id"] for r in rejects]
     assert sorted(event_ids) == sorted(f"evt_{c}_{v}" for c in range(CUSTOMERS) for v in range(VERSIONS))
