@@ -10,11 +10,12 @@ import json
 from functools import cache
 from typing import Any
 
-from aws_lambda_powertools import Logger
+from aws_lambda_powertools import Logger, Metrics
 
 from churnguard.webhooks.receiver import WebhookReceiver
 
 logger = Logger()
+metrics = Metrics()
 
 
 @cache
@@ -32,6 +33,7 @@ def receiver() -> WebhookReceiver:
         secrets=SecretResolver(CredentialCipher(aws.client("kms"), kms_key_id())),
         sqs=aws.client("sqs"),
         queue_url=env_str("WEBHOOK_QUEUE_URL"),
+        metrics=metrics,
         settings=ReceiverSettings(
             max_payload_bytes=settings.webhook_max_payload_size,
             rate_limit_per_minute=settings.webhook_rate_limit_per_minute,
@@ -40,6 +42,7 @@ def receiver() -> WebhookReceiver:
     )
 
 
+@metrics.log_metrics
 @logger.inject_lambda_context
 def lambda_handler(event: dict[str, Any], context: Any) -> dict[str, Any]:
     if event.get("routeKey") == "GET /webhooks/health":

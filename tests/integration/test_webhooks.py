@@ -236,9 +236,17 @@ def test_signed_stripe_events_are_queued_once_and_land_in_the_lake(
     repeat = hooks.deliver("stripe", "org_a", body, headers={"Stripe-Signature": stripe_header(body)})
     assert repeat["statusCode"] == 200 and json.loads(repeat["body"])["duplicates"] == 1
     assert hooks.queued() == 1
+    forged = hooks.deliver("stripe", "org_a", body, headers={"Stripe-Signature": stripe_header(body, "whsec_x")})
+    assert forged["statusCode"] == 401
     hooks.consumer.drain()
     emitted = [json.loads(line) for line in capsys.readouterr().out.splitlines() if '"_aws"' in line]
     assert any(m.get("WebhookEventsProcessed") == [1.0] and m.get("WebhookEventsFailed") == [0.0] for m in emitted)
+    received = [m for m in emitted if m.get("Provider") == "stripe"]
+    assert [(m.get("WebhookEventsAccepted"), m.get("WebhookEventsDuplicate")) for m in received[:2]] == [
+        ([1.0], [0.0]),
+        ([0.0], [1.0]),
+    ]
+    assert received[2]["WebhookSignaturesRejected"] == [1.0]
     (record,) = hooks.lake_lines()
     assert (record["entity"], record["record_id"], record["operation"]) == ("customer", "cus_1", "upsert")
     assert record["data"]["email"] == "ann@example.com" and record["cursor"] == "evt_1"

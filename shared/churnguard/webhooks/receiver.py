@@ -21,7 +21,7 @@ import re
 import time
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, Protocol
 
 from churnguard.store.webhooks import Claim, StoredEndpoint, WebhookStore
 from churnguard.webhooks import events as parsing
@@ -74,6 +74,26 @@ def error(status: int, code: str, message: str, headers: Mapping[str, str] | Non
 
 NOT_FOUND = ("not_found", "no such webhook endpoint")
 
+# What a refusal counts as, by status: one CloudWatch metric each, so an alarm can watch forged
+# deliveries (401) or a flood (429) without reading logs.
+REFUSAL_METRICS = {
+    400: "WebhookDeliveriesMalformed",
+    401: "WebhookSignaturesRejected",
+    404: "WebhookDeliveriesUnrouted",
+    413: "WebhookPayloadsTooLarge",
+    429: "WebhookDeliveriesRateLimited",
+    431: "WebhookDeliveriesMalformed",
+    503: "WebhookEnqueueFailures",
+}
+
+
+class MetricSink(Protocol):
+    """Powertools Metrics, or anything that counts the same way."""
+
+    def add_dimension(self, name: str, value: str) -> None: ...
+
+    def add_metric(self, name: str, unit: str, value: float) -> None: ...
+
 
 class WebhookReceiver:
     def __init__(
@@ -84,6 +104,7 @@ class WebhookReceiver:
         queue_url: str,
         settings: ReceiverSettings,
         clock: Callable[[], float] = time.time,
+        metrics: MetricSink | None = None,
     ) -> None:
         self._store = store
         self._secrets = secrets
@@ -91,8 +112,19 @@ class WebhookReceiver:
         self._queue_url = queue_url
         self._settings = settings
         self._clock = clock
+        self._metrics = metrics
+        self._outcome: Outcome | None = None
 
-    def handle(self, event: Mapping[str, Any]) -> dict[str, Any]:  # noqa: PLR0911 - each check answers at once
+    def handle(self, event: Mapping[str, Any]) -> dict[str, Any]:
+        """Answers one delivery and counts what happened to it."""
+        self._outcome = None
+        answer = self._answer(event)
+        if self._metrics is not None:
+            provider = ((event.get("pathParameters") or {}).get("provider")) or ""
+            count(self._metrics, provider if provider in PROVIDERS else "unknown", answer["statusCode"], self._outcome)
+        return answer
+
+    def _answer(self, event: Mapping[str, Any]) -> dict[str, Any]:  # noqa: PLR0911 - each check answers at once
         method = event.get("requestContext", {}).get("http", {}).get("method", "")
         params = event.get("pathParameters") or {}
         provider, organization_id = params.get("provider", ""), params.get("organization_id", "")
@@ -133,6 +165,7 @@ class WebhookReceiver:
         outcome = self._accept(stored, inbound, now)
         if outcome is None:
             return error(503, "unavailable", "the delivery could not be queued; retry it", {"Retry-After": "5"})
+        self._outcome = outcome
         logger.info(
             "webhook accepted",
             extra={"provider": provider, "organization_id": organization_id, **outcome.__dict__},
@@ -274,6 +307,16 @@ class WebhookReceiver:
         except Exception:
             # The lease still runs out, after which the provider's retry takes the claim over.
             logger.exception("could not release a webhook claim", extra={"endpoint_id": endpoint_id})
+
+
+def count(metrics: MetricSink, provider: str, status: int, outcome: Outcome | None) -> None:
+    metrics.add_dimension("Provider", provider)
+    if outcome is not None:
+        metrics.add_metric("WebhookEventsAccepted", "Count", outcome.accepted)
+        metrics.add_metric("WebhookEventsDuplicate", "Count", outcome.duplicates)
+        metrics.add_metric("WebhookEventsIgnored", "Count", outcome.ignored)
+    elif status in REFUSAL_METRICS:
+        metrics.add_metric(REFUSAL_METRICS[status], "Count", 1)
 
 
 def queue_message(doc: Mapping[str, Any], item: InboundEvent, received_at: float) -> str:
