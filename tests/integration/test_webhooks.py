@@ -551,6 +551,68 @@ def test_poison_events_reach_the_dlq_and_are_redriven_after_the_fix(
     assert len(hooks.api.call("GET", "/api/dlq", org="org_b").body["items"]) == 1
 
 
+def test_an_event_whose_final_attempt_crashes_is_listed_and_redriven(
+    hooks: Hooks, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A crash or timeout ends the invocation before any error handling runs; the message goes
+    to the DLQ regardless, and GET /api/dlq must still show it."""
+    from churnguard.webhooks.processor import STOPPED_ON_FINAL_ATTEMPT, EventProcessor
+
+    class InvocationKilled(BaseException):
+        """What a Lambda timeout looks like from inside: nothing after it runs."""
+
+    hooks.endpoint(provider="stripe", secret_key=STRIPE_SECRET)
+    original = EventProcessor.process
+    attempts: list[int] = []
+
+    def crashing(self: EventProcessor, queued: Any) -> None:
+        attempts.append(1)
+        if len(attempts) < MAX_RECEIVES:
+            raise ValueError("a transient failure")
+        raise InvocationKilled
+
+    monkeypatch.setattr(EventProcessor, "process", crashing)
+    body = stripe_customer("evt_crash", customer="cus_crash")
+    delivered = hooks.deliver("stripe", "org_a", body, headers={"Stripe-Signature": stripe_header(body)})
+    assert delivered["statusCode"] == 200
+    with pytest.raises(InvocationKilled):
+        hooks.consumer.drain()  # the first attempt fails, the final one is killed
+    hooks.consumer.drain()  # past maxReceiveCount: SQS moves it to the DLQ
+    assert hooks.dead() == 1
+    (letter,) = hooks.api.call("GET", "/api/dlq").body["items"]
+    assert (letter["event_id"], letter["error"]) == ("evt_crash", STOPPED_ON_FINAL_ATTEMPT)
+
+    monkeypatch.setattr(EventProcessor, "process", original)
+    assert hooks.api.call("POST", "/api/dlq/redrive").body == {"redriven": 1}
+    hooks.consumer.drain()
+    assert [line["record_id"] for line in hooks.lake_lines()] == ["cus_crash"]
+    assert hooks.api.call("GET", "/api/dlq").body["items"] == []
+
+
+def test_a_final_attempt_that_succeeds_leaves_no_dead_letter(hooks: Hooks, monkeypatch: pytest.MonkeyPatch) -> None:
+    from churnguard.webhooks.processor import EventProcessor
+
+    hooks.endpoint(provider="stripe", secret_key=STRIPE_SECRET)
+    original = EventProcessor.process
+    attempts: list[int] = []
+
+    def fails_once(self: EventProcessor, queued: Any) -> None:
+        attempts.append(1)
+        if len(attempts) == 1:
+            raise ValueError("a transient failure")
+        original(self, queued)
+
+    monkeypatch.setattr(EventProcessor, "process", fails_once)
+    body = stripe_customer("evt_late", customer="cus_late")
+    hooks.deliver("stripe", "org_a", body, headers={"Stripe-Signature": stripe_header(body)})
+    hooks.consumer.drain()
+    hooks.consumer.drain()
+    assert len(attempts) == MAX_RECEIVES
+    assert [line["record_id"] for line in hooks.lake_lines()] == ["cus_late"]
+    assert hooks.api.call("GET", "/api/dlq").body["items"] == []
+    assert hooks.dead() == 0
+
+
 def test_no_webhook_secret_is_logged(
     hooks: Hooks, caplog: pytest.LogCaptureFixture, capsys: pytest.CaptureFixture[str]
 ) -> None:

@@ -74,6 +74,9 @@ def _schema_check(entity: str) -> Callable[[Mapping[str, Any]], str | None] | No
     return compile_check(schema) if schema is not None else None
 
 
+STOPPED_ON_FINAL_ATTEMPT = "the processor stopped (crashed or timed out) during the event's final attempt"
+
+
 class EventProcessor:
     def __init__(
         self,
@@ -90,18 +93,28 @@ class EventProcessor:
         self._endpoints: dict[tuple[str, str], tuple[float, StoredEndpoint | None]] = {}
 
     def handle_record(self, message_id: str, body: str, receive_count: int) -> None:
-        """Processes one SQS message; on its last attempt a failure is kept as a dead letter."""
+        """Processes one SQS message; on its last attempt a failure is kept as a dead letter.
+
+        The last attempt records its dead letter before it starts and removes it when it
+        succeeds: an invocation that crashes or times out cannot record anything afterwards,
+        and its message goes to the DLQ all the same, so the record written first is what makes
+        it visible in GET /api/dlq."""
         try:
             queued = QueuedEvent.from_body(body)
         except (ValueError, KeyError, TypeError):
             logger.error("unreadable webhook message", extra={"message_id": message_id})
             raise
+        final = receive_count >= self._max_receive_count
+        if final:
+            self._dead_letter(queued, STOPPED_ON_FINAL_ATTEMPT, receive_count)
         try:
             self.process(queued)
         except Exception as exc:
-            if receive_count >= self._max_receive_count:
-                self._dead_letter(queued, exc, receive_count)
+            if final:
+                self._dead_letter(queued, f"{type(exc).__name__}: {str(exc)[:500]}", receive_count)
             raise
+        if final:
+            self._store.delete_deadletter(queued.organization_id, queued.event_key)
 
     def process(self, queued: QueuedEvent) -> None:
         stored = self._endpoint(queued.organization_id, queued.event.provider)
@@ -181,7 +194,7 @@ class EventProcessor:
         self._endpoints[(organization_id, provider)] = (now, stored)
         return stored
 
-    def _dead_letter(self, queued: QueuedEvent, exc: Exception, receive_count: int) -> None:
+    def _dead_letter(self, queued: QueuedEvent, error: str, receive_count: int) -> None:
         try:
             self._store.put_deadletter(
                 queued.organization_id,
@@ -193,7 +206,7 @@ class EventProcessor:
                     "provider": queued.event.provider,
                     "event_id": queued.event.event_id,
                     "event_type": queued.event.event_type,
-                    "error": f"{type(exc).__name__}: {str(exc)[:500]}",
+                    "error": error,
                     "receive_count": receive_count,
                     "failed_at": self._clock(),
                 },
