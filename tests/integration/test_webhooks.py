@@ -250,6 +250,7 @@ def test_signed_stripe_events_are_queued_once_and_land_in_the_lake(
     (record,) = hooks.lake_lines()
     assert (record["entity"], record["record_id"], record["operation"]) == ("customer", "cus_1", "upsert")
     assert record["data"]["email"] == "ann@example.com" and record["cursor"] == "evt_1"
+    assert record["event_time"] == record["data"]["occurred_at"]
     assert record["source"] == "webhook:customer.updated"
 
 

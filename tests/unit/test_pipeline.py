@@ -172,3 +172,23 @@ def test_composite_keys_are_json_arrays() -> None:
     batch = Batch()
     StreamPipeline(context).process([{"region": "eu", "id": 5}], batch)
     assert lines(batch)[0]["record_id"] == '["eu",5]'
+
+
+def test_sources_that_know_when_a_change_happened_set_event_time() -> None:
+    context = StreamContext(
+        "o", "i", "stripe", "customer", "webhook:customer.updated", "b", ("id",), "event_id", "occurred_at"
+    )
+    batch = Batch()
+    row = {"id": "cus_1", "event_id": "evt_1", "occurred_at": datetime(2024, 5, 1, 10, tzinfo=UTC)}
+    StreamPipeline(context).process([row, {"id": "cus_2", "event_id": "evt_2"}], batch)
+    first, second = lines(batch)
+    assert Record.model_validate(first).event_time == datetime(2024, 5, 1, 10, tzinfo=UTC)
+    assert (first["cursor"], first["data"]["occurred_at"]) == ("evt_1", "2024-05-01T10:00:00+00:00")
+    assert second["event_time"] is None
+    assert "event_time" not in lines(_one_row_batch(CONTEXT))[0], "sources without event times leave it out"
+
+
+def _one_row_batch(context: StreamContext) -> Batch:
+    batch = Batch()
+    StreamPipeline(context).process([{"id": 1, "updated_at": datetime(2024, 1, 1, tzinfo=UTC)}], batch)
+    return batch

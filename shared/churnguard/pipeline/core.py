@@ -45,6 +45,8 @@ class StreamContext:
     batch_id: str
     primary_key: tuple[str, ...]
     cursor_field: str | None = None
+    # The row field holding when the change happened (webhooks, streams): the record's event_time.
+    event_time_field: str | None = None
 
 
 @dataclass
@@ -140,6 +142,7 @@ class StreamPipeline:
         prefix = self._prefixes[operation]
         row_filter, mapper, check = self._filter, self._mapper, self._check
         record_id_of, single_key, cursor_field = self._record_id, self._single_key, self.context.cursor_field
+        event_time_field = self.context.event_time_field
         dedupe, max_bytes = self._dedupe, self._max_bytes
         encode, opts, hook = orjson.dumps, DUMPS_OPTIONS, default
         lines: list[bytes] = []
@@ -165,8 +168,16 @@ class StreamPipeline:
                 self._reject(batch, row, record_id, reason)
                 continue
             cursor = row.get(cursor_field) if cursor_field is not None else None
+            fields = {"record_id": record_id, "cursor": cursor, "data": data}
+            if event_time_field is not None:
+                fields = {
+                    "record_id": record_id,
+                    "cursor": cursor,
+                    "event_time": row.get(event_time_field),
+                    "data": data,
+                }
             try:
-                body = encode({"record_id": record_id, "cursor": cursor, "data": data}, default=hook, option=opts)
+                body = encode(fields, default=hook, option=opts)
             except TypeError as exc:
                 self._reject(batch, row, record_id, str(exc))
                 continue

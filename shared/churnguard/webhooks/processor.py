@@ -154,6 +154,7 @@ class EventProcessor:
                 batch_id=batch_id,
                 primary_key=("id",),
                 cursor_field="event_id",
+                event_time_field="occurred_at",
             ),
             mapper=FieldMapper(mappings) if mappings else None,
             check=check,
