@@ -60,3 +60,26 @@ def test_progress_without_an_estimate_or_rows_yet() -> None:
 def test_a_succeeded_run_is_complete() -> None:
     view = SyncRunView.of(run_with(990, 1_000, SyncStatus.SUCCEEDED), START + timedelta(seconds=5))
     assert view.progress.percent == 100.0 and view.progress.estimated_remaining_seconds == 0.0
+
+
+def test_the_state_machine_retries_every_transient_error_by_its_own_name() -> None:
+    """Step Functions matches an error's class name exactly, not its base classes: each
+    retryable error class must be listed, or an outage that outlasts one invocation's retries
+    fails the sync instead of waiting."""
+    import json
+    from pathlib import Path
+
+    from churnguard.connectors.base import ThrottledError, TransientSourceError
+    from churnguard.connectors.resilience import CircuitOpenError
+
+    definition = json.loads((Path(__file__).parents[2] / "statemachines" / "sync.asl.json").read_text())
+    retried = [
+        {name for retry in state.get("Retry", []) for name in retry["ErrorEquals"]}
+        for state in definition["States"].values()
+        if state.get("Type") == "Task" and state.get("Retry")
+    ]
+    assert retried
+    wanted = {cls.__name__ for cls in (TransientSourceError, ThrottledError, CircuitOpenError)}
+    for names in retried:
+        if "TransientSourceError" in names:
+            assert wanted <= names

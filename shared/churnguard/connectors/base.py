@@ -185,8 +185,9 @@ CredentialsSaver = Callable[[IntegrationCredentials], object]
 
 class Connector(ABC):
     provider: ClassVar[ProviderName]
-    # Databases: opening a query is the request the rate limit counts; fetching more rows of it
-    # is not. HTTP connectors take a slot per request themselves and set this False.
+    # Databases: opening a query (or any other call) is the request the rate limit counts;
+    # fetching more rows of it is not. HTTP connectors take a slot per HTTP request themselves
+    # and set this False, so no call holds a slot while its requests wait for another.
     slot_per_read: ClassVar[bool] = True
 
     def __init__(
@@ -366,7 +367,7 @@ class Connector(ABC):
             raise error from None
 
     def _call(self, fn: Callable[[], T], *, deadline: float | None = None, limited: bool = True) -> T:
-        return self.guard.call(lambda: self._translated(fn), deadline=deadline, limited=limited)
+        return self.guard.call(lambda: self._translated(fn), deadline=deadline, limited=limited and self.slot_per_read)
 
     # ------------------------------------------------------------ state: Position <-> small JSON
 

@@ -236,6 +236,10 @@ class SyncEngine:
                         estimated_total=connector.estimate(stream, position),
                     )
                 )
+        except SourceError as exc:
+            if exc.kind is CheckStatus.AUTHENTICATION_FAILED:
+                self._mark_authentication_failed(run)
+            raise
         finally:
             connector.close()
         now = self._clock()
@@ -358,6 +362,13 @@ class SyncEngine:
                     if self._should_stop(run, step):
                         exhausted = False
                         break
+            except SourceError:
+                # Keeps what was read before the source failed: the retried step (an outage, a
+                # quota pause) resumes after it instead of reading it again.
+                pages.close()
+                self._land(run, in_flight)
+                self._land(run, self._send(run, index, connector, batch, position, read, False, uploads))
+                raise
             finally:
                 pages.close()
             self._land(run, in_flight)
