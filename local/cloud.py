@@ -28,11 +28,14 @@ from local.pollers import (
 )
 from local.resources import Provisioner
 from local.runtime import LambdaRuntime
-from local.template import Template, TemplateError
+from local.template import Template, TemplateError, load_yaml
 
 logger = logging.getLogger("local.cloud")
 
 DEFAULT_PORTS = {"ManagementApi": 8090, "WebhookApi": 8080}
+# Parameter values the local cloud uses unless told otherwise, where the template declares them:
+# provider fakes and local sources listen on 127.0.0.1, which REST ingestion rules refuse by default.
+LOCAL_PARAMETER_DEFAULTS = {"AllowPrivateNetworkSources": "true"}
 IMPLICIT_HTTP_API = "ServerlessHttpApi"
 
 _running_lock = threading.Lock()
@@ -118,11 +121,13 @@ class LocalCloud:
                 _running.remove(self)
 
     def _start(self) -> None:
+        declared = load_yaml(self.template_path).get("Parameters") or {}
+        defaults = {name: value for name, value in LOCAL_PARAMETER_DEFAULTS.items() if name in declared}
         template = self.template = Template.load(
             self.template_path,
             region=self.region,
             stack_name=self.stack_name,
-            parameter_overrides=self._parameter_overrides,
+            parameter_overrides={**defaults, **self._parameter_overrides},
         )
         for logical_id in template.resources_of_type("AWS::Serverless::HttpApi"):
             self._bind_gateway(logical_id)

@@ -11,7 +11,7 @@ import re
 import secrets
 from datetime import UTC, datetime
 from enum import StrEnum
-from typing import Annotated, Any, ClassVar
+from typing import Annotated, Any, ClassVar, Literal
 from urllib.parse import urlsplit
 
 from pydantic import (
@@ -294,6 +294,119 @@ class SourceOptions(StrictModel):
     cursor_field: Identifier | None = None
 
 
+# ---------------------------------------------------------------- REST API sources (ingestion rules)
+
+ParamName = Annotated[str, StringConstraints(min_length=1, max_length=128, pattern=r"^[A-Za-z0-9_.\-\[\]]+$")]
+HeaderName = Annotated[str, StringConstraints(min_length=1, max_length=128, pattern=r"^[A-Za-z0-9!#$%&'*+.^_`|~-]+$")]
+HeaderValue = Annotated[str, StringConstraints(max_length=4096, pattern=r"^[^\r\n]*$")]
+KeyField = Annotated[str, StringConstraints(min_length=1, max_length=128, pattern=r"^[^\s.]+$")]
+DottedPath = Annotated[
+    str, StringConstraints(strip_whitespace=True, max_length=256, pattern=r"^([^\s.]+(\.[^\s.]+)*)?$")
+]
+# Headers that carry credentials: those belong in `auth`, where they are encrypted.
+SECRET_HEADERS = frozenset({"authorization", "proxy-authorization", "cookie", "x-api-key", "api-key"})
+REST_SOURCE_OBJECT = "rest_api"
+
+
+class RestAuthType(StrEnum):
+    NONE = "none"
+    BEARER = "bearer"
+    API_KEY = "api_key"
+    BASIC = "basic"
+    OAUTH2_CLIENT_CREDENTIALS = "oauth2_client_credentials"
+
+
+class RestAuth(StrictModel):
+    """How a REST source authenticates. Only the non-secret half lives here; the token, key,
+    login or client secret are the integration's encrypted credentials."""
+
+    type: RestAuthType = RestAuthType.NONE
+    api_key_name: HeaderName = "X-API-Key"
+    api_key_in: Literal["header", "query"] = "header"
+    token_url: HttpUrl = ""
+    scope: Annotated[str, StringConstraints(max_length=1024, pattern=r"^[^\r\n]*$")] = ""
+    client_auth: Literal["basic", "body"] = Field(
+        default="basic", description="client credentials in an HTTP Basic header (RFC 6749 2.3.1) or the form body"
+    )
+
+    @model_validator(mode="after")
+    def _token_url_for_oauth2(self) -> RestAuth:
+        if self.type is RestAuthType.OAUTH2_CLIENT_CREDENTIALS and not self.token_url:
+            raise ValueError("oauth2_client_credentials needs token_url")
+        return self
+
+
+class PaginationType(StrEnum):
+    NONE = "none"
+    CURSOR = "cursor"
+    OFFSET = "offset"
+    PAGE = "page"
+    LINK_HEADER = "link_header"
+
+
+class RestPagination(StrictModel):
+    """How the API pages. `size_param` (None: the API takes no page size) is sent with
+    `page_size`; offset and page paging stop at the first page shorter than `page_size`, so it
+    must not exceed the API's own maximum."""
+
+    type: PaginationType = PaginationType.NONE
+    cursor_param: ParamName = "cursor"
+    cursor_path: DottedPath = Field(default="", description="dotted path to the next cursor in each response")
+    offset_param: ParamName = "offset"
+    page_param: ParamName = "page"
+    start_page: int = Field(default=1, ge=0, le=1_000_000)
+    size_param: ParamName | None = "limit"
+    page_size: int = Field(default=100, ge=1, le=10_000)
+
+    @model_validator(mode="after")
+    def _cursor_path_for_cursor(self) -> RestPagination:
+        if self.type is PaginationType.CURSOR and not self.cursor_path:
+            raise ValueError("cursor pagination needs cursor_path, where each response names the next cursor")
+        return self
+
+
+class RestIncremental(StrictModel):
+    """Incremental polling: `param` carries the largest `cursor_field` value seen so far.
+    `format` renders it: as the records hold it (raw), ISO 8601, or Unix seconds/milliseconds."""
+
+    param: ParamName
+    cursor_field: Annotated[str, StringConstraints(min_length=1, max_length=256, pattern=r"^[^\s.]+(\.[^\s.]+)*$")]
+    format: Literal["raw", "iso8601", "unix", "unix_ms"] = "raw"
+
+
+class RestSource(StrictModel):
+    """A polled REST endpoint: request, record extraction, paging and the incremental cursor."""
+
+    url: HttpUrl
+    method: Literal["GET", "POST"] = "GET"
+    headers: dict[HeaderName, HeaderValue] = Field(default_factory=dict, max_length=50)
+    query: dict[ParamName, Annotated[str, StringConstraints(max_length=2048)]] = Field(
+        default_factory=dict, max_length=50
+    )
+    body: dict[str, Any] | None = None
+    params_in: Literal["query", "body"] = Field(
+        default="query", description="where paging and incremental parameters go (body: POST only)"
+    )
+    auth: RestAuth = Field(default_factory=RestAuth)
+    data_path: DottedPath = Field(default="", description="dotted path to the record array; empty: the response is it")
+    primary_key: list[KeyField] = Field(default_factory=lambda: ["id"], min_length=1, max_length=8)
+    pagination: RestPagination = Field(default_factory=RestPagination)
+    incremental: RestIncremental | None = None
+
+    @model_validator(mode="after")
+    def _consistent(self) -> RestSource:
+        if not self.url:
+            raise ValueError("url is required")
+        secret = sorted(name for name in self.headers if name.lower() in SECRET_HEADERS)
+        if self.auth.type is RestAuthType.API_KEY and self.auth.api_key_in == "header":
+            secret += [name for name in self.headers if name.lower() == self.auth.api_key_name.lower()]
+        if secret:
+            raise ValueError(f"headers {', '.join(secret)} carry credentials; configure them under auth instead")
+        if self.method == "GET" and (self.body is not None or self.params_in == "body"):
+            raise ValueError("a GET request has no body; use method POST or params_in query")
+        return self
+
+
 class IntegrationSettings(StrictModel):
     """The client-editable part of an integration, with the cross-field rules."""
 
@@ -310,6 +423,7 @@ class IntegrationSettings(StrictModel):
     entity_mappings: dict[FieldPath, FieldPath] = Field(default_factory=dict, max_length=100)
     source_options: dict[FieldPath, SourceOptions] = Field(default_factory=dict, max_length=100)
     tags: list[Tag] = Field(default_factory=list, max_length=50)
+    rest_source: RestSource | None = None
 
     @model_validator(mode="after")
     def _provider_rules(self) -> IntegrationSettings:
@@ -327,6 +441,11 @@ class IntegrationSettings(StrictModel):
                 check(self.base_url)
             except ValueError as exc:
                 raise ValueError(f"base_url {exc}") from None
+        if self.rest_source is not None:
+            if self.provider_name is not ProviderName.CUSTOM:
+                raise ValueError("rest_source is only for provider 'custom'")
+            if len(self.entity_mappings) > 1:
+                raise ValueError("a REST source feeds one entity: entity_mappings takes one entry")
         return self
 
 
@@ -341,6 +460,13 @@ class IntegrationCreateRequest(IntegrationSettings):
     @classmethod
     def _client_status(cls, value: IntegrationStatus) -> IntegrationStatus:
         return _client_settable(value)
+
+    @field_validator("rest_source")
+    @classmethod
+    def _rules_have_their_route(cls, value: RestSource | None) -> RestSource | None:
+        if value is not None:
+            raise ValueError("REST sources are created as ingestion rules: POST /api/ingestion-rules")
+        return value
 
 
 class IntegrationUpdateRequest(StrictModel):
@@ -406,6 +532,7 @@ class IntegrationView(Model):
     entity_mappings: dict[str, str]
     source_options: dict[str, SourceOptions]
     tags: list[str]
+    rest_source: RestSource | None = None
     last_sync_at: datetime | None
     last_error: str
     total_records_synced: int

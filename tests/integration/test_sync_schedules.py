@@ -47,7 +47,7 @@ def test_frequencies_become_rate_expressions(seconds: int, expression: str) -> N
 def test_only_batch_syncable_integrations_want_a_schedule() -> None:
     assert wants_schedule(_config())
     assert not wants_schedule(_config(sync_config={"sync_mode": "real_time"}))
-    assert not wants_schedule(_config(provider_name="salesforce", base_url=""))
+    assert wants_schedule(_config(provider_name="salesforce", base_url=""))
 
 
 def test_schedule_follows_the_configuration(scheduler: tuple[SyncScheduler, Any]) -> None:

@@ -66,6 +66,7 @@ PARAMETER_ENV = {
     "ApiRateLimitingEnabled": "API_RATE_LIMITING_ENABLED",
     "DashboardUpdateInterval": "DASHBOARD_UPDATE_INTERVAL",
     "ManagementMaxBodyBytes": "MANAGEMENT_MAX_BODY_BYTES",
+    "AllowPrivateNetworkSources": "ALLOW_PRIVATE_NETWORK_SOURCES",
 }
 # Parameters only the functions that sync need: the optional Analytics API sink.
 SYNC_PARAMETER_ENV = {
