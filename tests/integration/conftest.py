@@ -35,6 +35,9 @@ def aws(monkeypatch: pytest.MonkeyPatch) -> Iterator[dict[str, Any]]:
         "TABLE_NAME": TABLE,
         "POWERTOOLS_SERVICE_NAME": "churnguard",
         "POWERTOOLS_METRICS_NAMESPACE": "ChurnGuardTest",
+        # The provider fakes listen on 127.0.0.1, which only a deployment allowing private
+        # networks reaches; tests of the guard itself switch it off.
+        "ALLOW_PRIVATE_NETWORK_SOURCES": "true",
     }.items():
         monkeypatch.setenv(name, value)
     monkeypatch.delenv("AWS_ENDPOINT_URL", raising=False)

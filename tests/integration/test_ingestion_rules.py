@@ -21,7 +21,8 @@ PUBLIC_URL = "https://93.184.215.14/v1/events"  # a literal public address: no D
 
 
 @pytest.fixture(autouse=True)
-def public_networks_only(monkeypatch: pytest.MonkeyPatch) -> None:
+def public_networks_only(aws: Any, monkeypatch: pytest.MonkeyPatch) -> None:
+    """After `aws`, which allows private networks for the provider fakes."""
     monkeypatch.setenv("ALLOW_PRIVATE_NETWORK_SOURCES", "false")
 
 

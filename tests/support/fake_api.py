@@ -182,6 +182,7 @@ class FakeApi:
 
         class _Handler(BaseHTTPRequestHandler):
             protocol_version = "HTTP/1.1"
+            disable_nagle_algorithm = True  # headers and body are separate writes: no 40 ms Nagle delay
 
             def log_message(self, format: str, *args: Any) -> None:
                 return

@@ -112,7 +112,10 @@ class SyncHarness:
             base_url=base_url,
             entity_mappings=entity_mappings,
             credentials=creds,
-            sync_config=SyncConfiguration.model_validate({"retry_backoff": 1, **(sync_config or {})}),
+            # The default 60 requests a minute would make every SaaS test wait; pacing tests set theirs.
+            sync_config=SyncConfiguration.model_validate(
+                {"retry_backoff": 1, "requests_per_minute": 60_000, **(sync_config or {})}
+            ),
             **settings,
         )
         self.service.register(config)

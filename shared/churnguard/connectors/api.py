@@ -140,6 +140,22 @@ class ApiConnector(Connector):
 
     _session: requests.Session | None = None
 
+    # ------------------------------------------------------------ address
+
+    def preflight(self) -> None:
+        """A `base_url` pointing at the provider's API may be changed (an EU host, a proxy, the
+        tests' fakes), so it gets the same guard as ingestion rules: no loopback, private,
+        link-local or metadata address unless the deployment allows private networks. The
+        credentials are sent to that address."""
+        if not self.config.base_url:
+            return
+        from churnguard.netguard import BlockedAddressError, check_url
+
+        try:
+            check_url(self.config.base_url)
+        except BlockedAddressError as exc:
+            raise SourceError(CheckStatus.INVALID_CONFIGURATION, f"base_url {exc}") from None
+
     # ------------------------------------------------------------ streams
 
     def entity_names(self) -> list[str]:

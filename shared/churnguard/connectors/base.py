@@ -155,6 +155,8 @@ class Page:
     # Rows the source reports deleted (a Stripe `*.deleted` event, Salesforce `IsDeleted`, a
     # HubSpot archived object): recorded with operation "delete".
     deleted: list[dict[str, Any]] = field(default_factory=list)
+    # What the run's history should show about this page (see SyncRun.notes).
+    notes: tuple[str, ...] = ()
 
 
 def _base64(value: bytes | bytearray | memoryview) -> str:
@@ -277,6 +279,7 @@ class Connector(ABC):
     def check(self) -> ConnectionCheck:
         """Connects and probes every entity once, without retries: a person is waiting."""
         try:
+            self.preflight()
             self._translated(self._ping)
         except SourceError as exc:
             return ConnectionCheck(status=exc.kind, message=exc.message)
@@ -306,7 +309,12 @@ class Connector(ABC):
         message = "connected" if results else "connected; no entity is mapped, so a sync reads nothing"
         return ConnectionCheck(status=CheckStatus.OK, message=message, streams=results)
 
+    def preflight(self) -> None:  # noqa: B027 - an optional hook: most sources need no check
+        """Refuses a configuration before anything connects (e.g. an address the deployment
+        must not reach); raises SourceError."""
+
     def connect(self, *, deadline: float | None = None) -> None:
+        self.preflight()
         self._call(self._ping, deadline=deadline)
 
     def estimate(self, stream: Stream, position: Position) -> int | None:

@@ -473,6 +473,7 @@ class SalesforceConnector(ApiConnector):
     def connect(self, *, deadline: float | None = None) -> None:
         """Readies the client without a request of its own (renewing a token that expired): the
         describe that follows proves the session, and a ping would cost an API call per sync."""
+        self.preflight()
         self._call(self._client, deadline=deadline, limited=False)
 
     def _ping(self) -> None:

@@ -55,6 +55,7 @@ from churnguard.sync.models import (
     StreamProgress,
     SyncError,
     SyncHistoryPage,
+    SyncNote,
     SyncRef,
     SyncRun,
     SyncRunView,
@@ -354,6 +355,8 @@ class SyncEngine:
         with ThreadPoolExecutor(max_workers=1, thread_name_prefix="churnguard-sink") as uploads:
             try:
                 for page in pages:
+                    for note in page.notes:
+                        self._record_note(run, note, stream.entity)
                     position, read = self._take(pipeline, page, batch, step, read)
                     if batch.accepted + batch.rejected >= self._flush_records or batch.size >= self._flush_bytes:
                         self._land(run, in_flight)
@@ -526,6 +529,11 @@ class SyncEngine:
     def _record_error(self, run: SyncRun, message: str, stream: str | None = None) -> None:
         run.errors.append(SyncError(at=_utc(self._clock()), message=message[:2000], stream=stream))
         del run.errors[:-MAX_ERRORS]
+
+    def _record_note(self, run: SyncRun, message: str, stream: str | None) -> None:
+        """Kept with the next checkpoint, so a note never outlives the pages it describes."""
+        run.notes.append(SyncNote(at=_utc(self._clock()), message=message[:2000], stream=stream))
+        del run.notes[:-MAX_ERRORS]
 
     def _note_failure(self, run: SyncRun, message: str, entity: str | None) -> None:
         """Shows why a step failed in the run's status; the task itself is retried or caught."""

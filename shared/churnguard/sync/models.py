@@ -30,6 +30,15 @@ class SyncError(Model):
     stream: str | None = None
 
 
+class SyncNote(Model):
+    """Something the run's owner should know that is not a failure (e.g. a stream read in full
+    because the provider no longer had its incremental cursor)."""
+
+    at: datetime
+    message: str
+    stream: str | None = None
+
+
 class StreamProgress(Model):
     """One entity's part of a run. `state` is the checkpoint: the position after the last row
     durably in the sinks; `parts` is how many parts were written (the next part's sequence)."""
@@ -65,6 +74,7 @@ class SyncRun(Model):
     finished_at: datetime | None = None
     streams: list[StreamProgress] = Field(default_factory=list)
     errors: list[SyncError] = Field(default_factory=list)
+    notes: list[SyncNote] = Field(default_factory=list)
     steps: int = 0
     version: int = 1
     # Kept outside the versioned document (see store.syncs), so asking to cancel never races a
@@ -160,6 +170,7 @@ class SyncRunView(Model):
     progress: SyncProgress
     streams: list[StreamView]
     errors: list[SyncError]
+    notes: list[SyncNote]
 
     @classmethod
     def of(cls, run: SyncRun, now: datetime) -> SyncRunView:
@@ -209,6 +220,7 @@ class SyncRunView(Model):
                 for s in run.streams
             ],
             errors=run.errors,
+            notes=run.notes,
         )
 
 
