@@ -1,0 +1,734 @@
+"""Stripe through its official SDK: `stripe.StripeClient` with the API version pinned
+(`API_VERSION`), since the record shapes and the MRR rules below depend on it.
+
+- Objects (entity → object when the integration maps none): customer → customers, subscription
+  → subscriptions, invoice → invoices, charge → charges, refund → refunds, product → products,
+  price → prices, coupon → coupons. Discounts have no list of their own in Stripe: they are read
+  with the subscription (expanded) and the customer they apply to.
+- Address and credentials: `base_url` when the integration sets one (an emulator, a proxy), else
+  https://api.stripe.com. The credential is `api_key`: a secret key (`sk_…`) or a restricted key
+  (`rk_…`) that may read the mapped objects and events (or `access_token`, which for Stripe
+  Connect is such a key too). Stripe keys do not expire and an account's own key has no OAuth
+  refresh, so token refresh does not apply here: a rolled, revoked or mistyped key is
+  `authentication_failed` and its owner replaces it.
+- One retry policy: the SDK's own retries are off (`max_network_retries=0`); every request takes
+  a rate-limit slot, and the SDK's exceptions become SourceErrors the Guard understands (429 →
+  throttled, retried after Retry-After when Stripe sends one, else with backoff; 5xx and network
+  failures → transient; 401, 403 and other 4xx are not retried). Stripe's error message is never
+  repeated (it can quote part of the key); its error code is.
+- Full read: `limit=100`, Stripe's maximum, with `starting_after`. The page size is always that
+  maximum whatever the sync's batch_size: Stripe bills nothing per row, and a smaller page only
+  costs requests (and rate-limit budget). Subscriptions are listed with `status=all` (Stripe
+  leaves canceled ones out otherwise) and with their discounts and coupons expanded, so the MRR
+  costs no request per subscription; only coupons of item-level discounts are fetched, once each.
+- Incremental: Stripe lists cannot be filtered by update time, so changes come from
+  `/v1/events`, filtered by the stream's `types[]`. A full read first notes the newest such
+  event (one `events.list(limit=1)`), so changes made while it reads are the next run's. A run
+  walks forward from that cursor with `ending_before` (Stripe lists newest first: such a page
+  holds the oldest events newer than the cursor, newest first, so it is processed reversed and
+  the next cursor is its first event). Each object changed within a page is re-fetched once: the
+  event's snapshot is rendered in the API version of its day, the re-fetch in ours and as it is
+  now. A `*.deleted` event, a 404 or a deleted stub is a delete record; a subscription's
+  `customer.subscription.deleted` only means canceled, so it is re-fetched and kept (status,
+  `canceled_at`: what churn analysis needs). With no event to start from (none of the types
+  yet, or a start time from `last_sync_timestamp`) the run reads the events created since a time.
+- Retention: Stripe keeps events 30 days. A cursor older than that (or an event Stripe no longer
+  knows) makes the run read the stream in full instead, with a warning in the log (a connector
+  cannot write to the run's history yet). A quiet stream's cursor is moved up to "now" every
+  week, so a month without changes does not cost a full read.
+- Records: Stripe's objects as the API returns them; amounts stay integers in the currency's
+  minor units, next to their currency. Fields the canonical schemas name are added or made to
+  fit: customer `created_at`; subscription `customer_id`, `plan` (its price ids), `amount` (the
+  MRR), `currency`, `current_period_end`, `canceled_at` and `mrr`; invoice `customer_id`,
+  `subscription_id`, `due_date`, `paid_at`; charge `customer_id`. Times the schemas name are ISO
+  8601 in UTC (Stripe sends epoch seconds).
+- MRR (`monthly_recurring_revenue`): each licensed item's price × quantity (after
+  `transform_quantity`), per month (day × 365/12, week × 52/12, year ÷ 12, ÷ interval_count),
+  less item discounts, then subscription discounts (percent_off, or amount_off per billing
+  period; `once` coupons and ended discounts do not recur). Metered and one-time prices add
+  nothing; tiered prices cannot be priced from a list and mark the MRR incomplete. `amount`
+  counts only active and past_due subscriptions; `run_rate` is the same sum whatever the status.
+"""
+
+from __future__ import annotations
+
+import logging
+import math
+import time
+from collections.abc import Callable, Generator, Iterable, Mapping
+from dataclasses import dataclass, replace
+from datetime import UTC, datetime
+from decimal import ROUND_HALF_EVEN, Decimal, InvalidOperation
+from functools import partial
+from typing import TYPE_CHECKING, Any, ClassVar, TypeVar
+
+from churnguard.connectors.api import DEFAULT_TIMEOUT, ApiConnector, ApiObject, http_error, unreachable
+from churnguard.connectors.base import CheckStatus, Page, Position, SourceError, Stream
+from churnguard.models import ProviderName
+
+if TYPE_CHECKING:
+    import stripe
+
+API_VERSION = "2026-10-28.endive"
+DEFAULT_BASE_URL = "https://api.stripe.com"
+PAGE_LIMIT = 100
+EVENT_RETENTION = 30 * 86_400
+# A cursor this close to Stripe's retention is treated as expired: it may expire mid-run.
+RETENTION_MARGIN = 3_600
+# A stream with no change for this long gets its cursor moved up to now.
+CURSOR_REFRESH_AGE = 7 * 86_400
+# Between our clock and Stripe's, and for events that become visible a moment late.
+CLOCK_MARGIN = 300
+COUNTED_STATUSES = frozenset({"active", "past_due"})
+
+_PER_MONTH: dict[str, Decimal] = {
+    "day": Decimal(365) / Decimal(12),
+    "week": Decimal(52) / Decimal(12),
+    "month": Decimal(1),
+    "year": Decimal(1) / Decimal(12),
+}
+_CENT_FRACTION = Decimal("0.01")
+_DISCOUNT_EVENTS = ("customer.discount.created", "customer.discount.updated", "customer.discount.deleted")
+
+logger = logging.getLogger(__name__)
+T = TypeVar("T")
+Row = dict[str, Any]
+CouponLookup = Callable[[str], Mapping[str, Any] | None]
+
+
+@dataclass(frozen=True)
+class _Kind:
+    """How one Stripe object is listed, re-fetched and found in events."""
+
+    service: str  # attribute of `StripeClient.v1`
+    object: str  # the `object` value of its records
+    events: tuple[str, ...]  # `types[]` of the events that change it (Stripe allows 20)
+    aliases: frozenset[str] = frozenset()  # other `object` values naming it in events
+    list_params: tuple[tuple[str, str], ...] = ()
+    expand: tuple[str, ...] = ()  # relative to the object; lists prefix `data.`
+    deletes: bool = True  # whether its `*.deleted` event means it is gone
+
+
+_KINDS: dict[str, _Kind] = {
+    "customers": _Kind(
+        "customers", "customer", ("customer.created", "customer.updated", "customer.deleted", *_DISCOUNT_EVENTS)
+    ),
+    "subscriptions": _Kind(
+        "subscriptions",
+        "subscription",
+        (
+            "customer.subscription.created",
+            "customer.subscription.updated",
+            "customer.subscription.deleted",
+            "customer.subscription.paused",
+            "customer.subscription.resumed",
+            "customer.subscription.pending_update_applied",
+            "customer.subscription.pending_update_expired",
+            *_DISCOUNT_EVENTS,
+        ),
+        list_params=(("status", "all"),),
+        expand=("discounts.source.coupon", "items.data.discounts"),
+        deletes=False,
+    ),
+    "invoices": _Kind(
+        "invoices",
+        "invoice",
+        tuple(
+            f"invoice.{name}"
+            for name in (
+                "created",
+                "deleted",
+                "finalized",
+                "finalization_failed",
+                "marked_uncollectible",
+                "overdue",
+                "overpaid",
+                "paid",
+                "payment_action_required",
+                "payment_failed",
+                "payment_succeeded",
+                "sent",
+                "updated",
+                "voided",
+                "will_be_due",
+            )
+        ),
+    ),
+    "charges": _Kind(
+        "charges",
+        "charge",
+        tuple(
+            f"charge.{name}"
+            for name in ("captured", "expired", "failed", "pending", "refunded", "succeeded", "updated")
+        ),
+    ),
+    "refunds": _Kind(
+        "refunds", "refund", ("refund.created", "refund.updated", "refund.failed", "charge.refund.updated")
+    ),
+    "products": _Kind("products", "product", ("product.created", "product.updated", "product.deleted")),
+    "prices": _Kind(
+        "prices",
+        "price",
+        ("price.created", "price.updated", "price.deleted", "plan.created", "plan.updated", "plan.deleted"),
+        aliases=frozenset({"plan"}),
+    ),
+    "coupons": _Kind("coupons", "coupon", ("coupon.created", "coupon.updated", "coupon.deleted")),
+}
+
+
+class StripeConnector(ApiConnector):
+    provider = ProviderName.STRIPE
+    provider_label = "Stripe"
+    objects: ClassVar[Mapping[str, ApiObject]] = {name: ApiObject() for name in _KINDS}
+    default_entities: ClassVar[Mapping[str, str]] = {
+        "customer": "customers",
+        "subscription": "subscriptions",
+        "invoice": "invoices",
+        "charge": "charges",
+        "refund": "refunds",
+        "product": "products",
+        "price": "prices",
+        "coupon": "coupons",
+    }
+
+    _stripe: Any = None
+    _coupons: dict[str, Mapping[str, Any] | None] | None = None
+    _bookmarks: dict[str, dict[str, Any]] | None = None
+
+    # ------------------------------------------------------------ the SDK
+
+    def _client(self) -> Any:
+        if self._stripe is None:
+            import stripe
+
+            key = self.credentials.api_key or self.credentials.access_token
+            if key is None:
+                raise SourceError(
+                    CheckStatus.AUTHENTICATION_FAILED,
+                    "the Stripe integration needs credentials with an api_key (a secret sk_… or restricted rk_… key)",
+                )
+            secret = key.get_secret_value()
+            if not secret.startswith(("sk_", "rk_")):
+                raise SourceError(
+                    CheckStatus.AUTHENTICATION_FAILED,
+                    "the configured Stripe key is neither a secret (sk_…) nor a restricted (rk_…) key;"
+                    " a publishable key cannot read data",
+                )
+            # One requests session for every thread (the prefetch thread reads pages): `close`
+            # closes its connections, which the SDK's per-thread default sessions would keep.
+            http = stripe.RequestsClient(timeout=DEFAULT_TIMEOUT, session=self.session())
+            self._stripe = stripe.StripeClient(
+                secret,
+                stripe_version=API_VERSION,
+                base_addresses={"api": self._base_url()},
+                max_network_retries=0,
+                http_client=http,
+            )
+        return self._stripe
+
+    def _base_url(self) -> str:
+        base = (self.config.base_url or DEFAULT_BASE_URL).rstrip("/")
+        return base.removesuffix("/v1")
+
+    def _request(self, what: str, call: Callable[[], T]) -> T:
+        """One SDK request in a rate-limit slot; a Stripe error becomes its SourceError."""
+        import stripe
+
+        with self.guard.limiter.slot():
+            try:
+                return call()
+            except stripe.StripeError as exc:
+                raise self._error(exc, what) from None
+
+    def _error(self, exc: stripe.StripeError, what: str) -> SourceError:
+        import stripe
+
+        status = exc.http_status
+        if status is None or isinstance(exc, stripe.APIConnectionError):
+            return unreachable(self.provider_label, what)
+        headers = {str(name).title(): str(value) for name, value in (exc.headers or {}).items()}
+        code = exc.code if isinstance(exc.code, str) and exc.code else None
+        if isinstance(exc, stripe.RateLimitError):
+            status = 429  # Stripe once sent rate limits as 400 with code rate_limit
+        return http_error(status, headers, self.provider_label, what, code)
+
+    def translate(self, exc: BaseException) -> SourceError | None:
+        import stripe
+
+        if isinstance(exc, stripe.StripeError):
+            return self._error(exc, "a request")
+        return None
+
+    def close(self) -> None:
+        self._stripe = None
+        super().close()
+
+    @staticmethod
+    def _body(result: Any) -> dict[str, Any]:
+        """Stripe's JSON as sent: the SDK keeps the parsed response next to its objects."""
+        response = getattr(result, "last_response", None)
+        data = getattr(response, "data", None)
+        return dict(data) if isinstance(data, Mapping) else dict(result.to_dict())
+
+    def _list(self, kind: _Kind, what: str, **params: Any) -> dict[str, Any]:
+        service = getattr(self._client().v1, kind.service)
+        query = {"limit": PAGE_LIMIT, **dict(kind.list_params), **params}
+        if kind.expand:
+            query["expand"] = [f"data.{path}" for path in kind.expand]
+        return self._body(self._request(what, lambda: service.list(params=query)))
+
+    def _retrieve(self, kind: _Kind, object_id: str) -> dict[str, Any] | None:
+        """The object now, or None when Stripe no longer has it."""
+        service = getattr(self._client().v1, kind.service)
+        params = {"expand": list(kind.expand)} if kind.expand else None
+        try:
+            result = self._request(f"re-fetching a changed {kind.object}", lambda: service.retrieve(object_id, params))
+        except SourceError as exc:
+            if exc.kind is CheckStatus.MISSING_OBJECT:
+                return None
+            raise
+        return self._body(result)
+
+    def _events(self, kind: _Kind, what: str, **params: Any) -> dict[str, Any]:
+        query = {"limit": PAGE_LIMIT, "types": list(kind.events), **params}
+        client = self._client()
+        return self._body(self._request(what, lambda: client.v1.events.list(params=query)))
+
+    def _events_before(self, kind: _Kind, cursor: str) -> dict[str, Any] | None:
+        """The oldest page of events newer than `cursor`; None when Stripe no longer knows the
+        cursor's event (it answers 400 `resource_missing` on `ending_before`)."""
+        import stripe
+
+        query = {"limit": PAGE_LIMIT, "types": list(kind.events), "ending_before": cursor}
+        client = self._client()
+        what = f"reading {kind.object} events"
+        with self.guard.limiter.slot():
+            try:
+                return self._body(client.v1.events.list(params=query))
+            except stripe.InvalidRequestError as exc:
+                if exc.code == "resource_missing" or exc.param == "ending_before":
+                    return None
+                raise self._error(exc, what) from None
+            except stripe.StripeError as exc:
+                raise self._error(exc, what) from None
+
+    # ------------------------------------------------------------ connector primitives
+
+    def _ping(self) -> None:
+        if self.config.api_version and self.config.api_version != API_VERSION:
+            raise SourceError(
+                CheckStatus.INVALID_CONFIGURATION,
+                f"the Stripe connector reads API version {API_VERSION}; clear api_version or set it to that",
+            )
+        entities = self.entity_names()
+        source = self.source_of(entities[0]) if entities else "customers"
+        kind = _KINDS.get(source or "", _KINDS["customers"])
+        self._list(kind, "checking the API key", limit=1)
+
+    def _probe(self, stream: Stream) -> None:
+        kind = _KINDS[stream.source]
+        self._list(kind, f"reading {stream.source}", limit=1)
+        self._events(kind, f"reading {stream.source} events (incremental syncs need them)", limit=1)
+
+    def _pages(self, stream: Stream, position: Position, page_size: int, encoded: bool) -> Generator[Page, None, None]:
+        kind = _KINDS[stream.source]
+        cursor = position.cursor
+        if isinstance(cursor, datetime):
+            yield from self._since(kind, int(cursor.timestamp()))
+            return
+        state = dict(cursor) if isinstance(cursor, Mapping) else {}
+        if not state or state.get("phase") == "full":
+            yield from self._full(kind, state)
+        elif isinstance(state.get("event"), str):
+            yield from self._forward(kind, state["event"], int(state.get("event_at") or 0))
+        elif isinstance(state.get("since"), int):
+            yield from self._since(kind, state["since"])
+        else:
+            yield from self._fallback(kind, "its checkpoint names no event or time to continue from")
+
+    # ------------------------------------------------------------ full read
+
+    def _full(self, kind: _Kind, state: Mapping[str, Any]) -> Generator[Page, None, None]:
+        if state:
+            bookmark = {name: state[name] for name in ("event", "event_at", "since") if state.get(name) is not None}
+        else:
+            bookmark = self._bookmark(kind)
+        after = state.get("starting_after")
+        while True:
+            body = self._list(kind, f"listing {kind.service}", **({"starting_after": after} if after else {}))
+            data = body.get("data") or []
+            rows = [self._record(kind, item) for item in data]
+            if not body.get("has_more") or not data:
+                yield Page(rows, Position(cursor=bookmark))  # done: the next run reads events
+                return
+            after = data[-1]["id"]
+            yield Page(rows, Position(cursor={"phase": "full", "starting_after": after, **bookmark}))
+
+    def _bookmark(self, kind: _Kind) -> dict[str, Any]:
+        """Where the next incremental run starts: the newest event of the stream's types now, or
+        this moment when there is none. Kept for a read re-opened after an error before its
+        first page."""
+        if self._bookmarks is None:
+            self._bookmarks = {}
+        if kind.service not in self._bookmarks:
+            what = f"noting the newest {kind.object} event"
+            newest = (self._events(kind, what, limit=1).get("data") or [None])[0]
+            self._bookmarks[kind.service] = (
+                {"since": int(time.time()) - CLOCK_MARGIN}
+                if newest is None
+                else {"event": newest["id"], "event_at": int(newest["created"])}
+            )
+        return dict(self._bookmarks[kind.service])
+
+    def _fallback(self, kind: _Kind, reason: str) -> Generator[Page, None, None]:
+        logger.warning(
+            "Stripe %s are read in full instead of from events: %s",
+            kind.service,
+            reason,
+            extra={"integration_id": self.config.integration_id, "stream": kind.service},
+        )
+        note = (f"Stripe {kind.service} were read in full instead of from events: {reason}",)
+        for index, page in enumerate(self._full(kind, {})):
+            yield replace(page, notes=note) if index == 0 else page
+
+    # ------------------------------------------------------------ incremental: events
+
+    def _forward(self, kind: _Kind, event_id: str, event_at: int) -> Generator[Page, None, None]:
+        now = int(time.time())
+        if now - event_at > EVENT_RETENTION - RETENTION_MARGIN:
+            yield from self._fallback(kind, "the last event read is older than Stripe's 30-day event retention")
+            return
+        cursor, moved = event_id, False
+        while True:
+            body = self._events_before(kind, cursor)
+            if body is None:
+                yield from self._fallback(kind, "Stripe no longer has the last event read (30-day retention)")
+                return
+            events = list(reversed(body.get("data") or []))  # oldest first
+            if not events:
+                break
+            rows, deleted = self._changes(kind, events)
+            cursor, moved = events[-1]["id"], True
+            yield Page(rows, Position(cursor={"event": cursor, "event_at": int(events[-1]["created"])}), deleted)
+            if not body.get("has_more"):
+                break
+        if not moved and now - event_at > CURSOR_REFRESH_AGE:
+            # Nothing happened since the cursor, up to now: "since now" is exact, and stays fresh.
+            yield Page([], Position(cursor={"since": now - CLOCK_MARGIN}))
+
+    def _since(self, kind: _Kind, since: int) -> Generator[Page, None, None]:
+        """Events created since a time. Stripe lists them newest first, so the oldest is found
+        first (one page when there are at most 100), then read forward from it."""
+        now = int(time.time())
+        if now - since > EVENT_RETENTION - RETENTION_MARGIN:
+            yield from self._fallback(kind, "the sync starts before Stripe's 30-day event retention")
+            return
+        what = f"reading {kind.object} events"
+        body = self._events(kind, what, created={"gte": since})
+        data = body.get("data") or []
+        if not data:
+            if now - since > CURSOR_REFRESH_AGE:
+                yield Page([], Position(cursor={"since": now - CLOCK_MARGIN}))
+            return
+        if not body.get("has_more"):
+            events = list(reversed(data))
+            rows, deleted = self._changes(kind, events)
+            yield Page(
+                rows, Position(cursor={"event": events[-1]["id"], "event_at": int(events[-1]["created"])}), deleted
+            )
+            return
+        oldest = data[-1]
+        while body.get("has_more"):
+            body = self._events(kind, what, created={"gte": since}, starting_after=oldest["id"])
+            oldest = (body.get("data") or [oldest])[-1]
+        rows, deleted = self._changes(kind, [oldest])
+        yield Page(rows, Position(cursor={"event": oldest["id"], "event_at": int(oldest["created"])}), deleted)
+        yield from self._forward(kind, oldest["id"], int(oldest["created"]))
+
+    def _changes(self, kind: _Kind, events: Iterable[Mapping[str, Any]]) -> tuple[list[Row], list[Row]]:
+        """The current state of every object the events (oldest first) changed, each once."""
+        latest: dict[str, Mapping[str, Any]] = {}
+        for event in events:
+            object_id = _changed_id(kind, event)
+            if object_id is not None:
+                latest.pop(object_id, None)
+                latest[object_id] = event
+        rows: list[Row] = []
+        deleted: list[Row] = []
+        for object_id, event in latest.items():
+            subject = (event.get("data") or {}).get("object") or {}
+            if kind.deletes and str(event.get("type", "")).endswith(".deleted") and _is_kind(kind, subject):
+                deleted.append(_tombstone(kind, object_id))
+                continue
+            current = self._retrieve(kind, object_id)
+            if current is None or current.get("deleted"):
+                deleted.append(_tombstone(kind, object_id))
+            else:
+                rows.append(self._record(kind, current))
+        return rows, deleted
+
+    # ------------------------------------------------------------ records
+
+    def _record(self, kind: _Kind, item: Mapping[str, Any]) -> Row:
+        if kind.object == "subscription":
+            return subscription_record(self._with_all_items(item), self._coupon)
+        if kind.object == "invoice":
+            return invoice_record(item)
+        row = dict(item)
+        if kind.object == "customer":
+            row["created_at"] = _iso(item.get("created"))
+        elif kind.object == "charge":
+            row["customer_id"] = _ref(item.get("customer"))
+        return row
+
+    def _with_all_items(self, subscription: Mapping[str, Any]) -> Mapping[str, Any]:
+        """Stripe embeds a subscription's first 10 items; the rest (rare) are listed here."""
+        items = subscription.get("items") or {}
+        if not items.get("has_more"):
+            return subscription
+        data = list(items.get("data") or [])
+        client = self._client()
+        while True:
+            query = {
+                "subscription": subscription["id"],
+                "limit": PAGE_LIMIT,
+                "starting_after": data[-1]["id"],
+                "expand": ["data.discounts"],
+            }
+            body = self._body(
+                self._request("listing subscription items", partial(client.v1.subscription_items.list, params=query))
+            )
+            data += body.get("data") or []
+            if not body.get("has_more") or not body.get("data"):
+                break
+        return {**subscription, "items": {**items, "data": data, "has_more": False}}
+
+    def _coupon(self, coupon_id: str) -> Mapping[str, Any] | None:
+        """A coupon by id, fetched once per connector (an item discount names it by id)."""
+        if self._coupons is None:
+            self._coupons = {}
+        if coupon_id not in self._coupons:
+            found = self._retrieve(_KINDS["coupons"], coupon_id)
+            self._coupons[coupon_id] = None if found is None or found.get("deleted") else found
+        return self._coupons[coupon_id]
+
+
+# ------------------------------------------------------------ records and MRR (pure)
+
+
+def subscription_record(
+    subscription: Mapping[str, Any], coupon_of: CouponLookup = lambda _: None, now: int | None = None
+) -> Row:
+    """A subscription with the canonical fields and its normalised MRR."""
+    row = dict(subscription)
+    mrr = monthly_recurring_revenue(subscription, coupon_of, now)
+    items = _items(subscription)
+    prices = [str(price["id"]) for price in map(_price_of, items) if price.get("id")]
+    ends = [item["current_period_end"] for item in items if isinstance(item.get("current_period_end"), int)]
+    period_end = subscription.get("current_period_end")
+    row.update(
+        customer_id=_ref(subscription.get("customer")),
+        plan=",".join(prices) or None,
+        amount=mrr["amount"],
+        currency=mrr["currency"],
+        current_period_end=_iso(period_end if isinstance(period_end, int) else min(ends, default=None)),
+        canceled_at=_iso(subscription.get("canceled_at")),
+        mrr=mrr,
+    )
+    return row
+
+
+def invoice_record(invoice: Mapping[str, Any]) -> Row:
+    row = dict(invoice)
+    parent = invoice.get("parent") or {}
+    details = parent.get("subscription_details") or {} if isinstance(parent, Mapping) else {}
+    transitions = invoice.get("status_transitions") or {}
+    row.update(
+        customer_id=_ref(invoice.get("customer")),
+        subscription_id=_ref(invoice.get("subscription") or details.get("subscription")),
+        due_date=_iso(invoice.get("due_date")),
+        paid_at=_iso(transitions.get("paid_at")),
+    )
+    return row
+
+
+def monthly_recurring_revenue(
+    subscription: Mapping[str, Any], coupon_of: CouponLookup = lambda _: None, now: int | None = None
+) -> dict[str, Any]:
+    """The subscription's recurring revenue per month, in the currency's minor units."""
+    moment = int(time.time()) if now is None else now
+    currency = subscription.get("currency")
+    complete = True
+    lines: list[list[Any]] = []  # [monthly amount, product id, months per billing period factor]
+    for item in _items(subscription):
+        price = _price_of(item)
+        currency = currency or price.get("currency")
+        gross, factor, known = _item_monthly(item, price)
+        (net,), applied = _discounted([gross], [0], factor, _discounts(item), coupon_of, currency, moment)
+        complete = complete and known and applied
+        lines.append([net, _ref(price.get("product")), factor])
+    amounts = [line[0] for line in lines]
+    for discount in _discounts(subscription):
+        coupon = _coupon_of(discount, coupon_of) if discount is not None else None
+        products = ((coupon or {}).get("applies_to") or {}).get("products")
+        eligible = [i for i, line in enumerate(lines) if not products or line[1] in products]
+        if not eligible:
+            continue
+        amounts, applied = _discounted(
+            amounts, eligible, lines[eligible[0]][2], [discount], coupon_of, currency, moment
+        )
+        complete = complete and applied
+    run_rate = sum(amounts, Decimal(0))
+    counted = subscription.get("status") in COUNTED_STATUSES
+    return {
+        "amount": _money(run_rate if counted else Decimal(0)),
+        "run_rate": _money(run_rate),
+        "currency": currency,
+        "interval": "month",
+        "counted": counted,
+        "complete": complete,
+    }
+
+
+def _item_monthly(item: Mapping[str, Any], price: Mapping[str, Any]) -> tuple[Decimal, Decimal, bool]:
+    """(amount per month, months-per-period factor, whether it could be priced) of one item."""
+    if price.get("object") == "plan" or ("recurring" not in price and "interval" in price):
+        recurring: Mapping[str, Any] = price
+        unit = price.get("amount_decimal") or price.get("amount")
+        transform = price.get("transform_usage")
+    else:
+        recurring = price.get("recurring") or {}
+        if not recurring:
+            return Decimal(0), Decimal(0), True  # a one-time price is not recurring revenue
+        unit = price.get("unit_amount_decimal") or price.get("unit_amount")
+        transform = price.get("transform_quantity")
+    per_month = _PER_MONTH.get(str(recurring.get("interval")))
+    if per_month is None:
+        return Decimal(0), Decimal(0), False
+    factor = per_month / Decimal(int(recurring.get("interval_count") or 1))
+    if recurring.get("usage_type") == "metered":
+        return Decimal(0), factor, True  # billed on usage after the fact: no recurring amount
+    if price.get("billing_scheme") == "tiered" or unit is None:
+        return Decimal(0), factor, False
+    quantity = item.get("quantity")
+    units = Decimal(1 if quantity is None else int(quantity))
+    if isinstance(transform, Mapping) and transform.get("divide_by"):
+        ratio = units / Decimal(int(transform["divide_by"]))
+        units = Decimal(math.floor(ratio) if transform.get("round") == "down" else math.ceil(ratio))
+    try:
+        return Decimal(str(unit)) * units * factor, factor, True
+    except InvalidOperation:
+        return Decimal(0), factor, False
+
+
+def _discounted(
+    amounts: list[Decimal],
+    eligible: list[int],
+    factor: Decimal,
+    discounts: Iterable[Mapping[str, Any] | None],
+    coupon_of: CouponLookup,
+    currency: str | None,
+    now: int,
+) -> tuple[list[Decimal], bool]:
+    """`amounts` with the recurring discounts applied to the `eligible` ones; False when a
+    discount could not be read (its coupon is gone, another currency without an amount)."""
+    result, complete = list(amounts), True
+    for discount in discounts:
+        coupon = _coupon_of(discount, coupon_of) if discount is not None else None
+        if coupon is None:
+            complete = False
+            continue
+        ended = isinstance(discount, Mapping) and isinstance(discount.get("end"), int) and discount["end"] <= now
+        if coupon.get("duration") == "once" or ended:
+            continue
+        total = sum((result[i] for i in eligible), Decimal(0))
+        if total <= 0:
+            continue
+        if coupon.get("percent_off") is not None:
+            remaining = total * (1 - Decimal(str(coupon["percent_off"])) / 100)
+        else:
+            amount_off = _amount_off(coupon, currency)
+            if amount_off is None:
+                complete = False
+                continue
+            remaining = max(Decimal(0), total - amount_off * factor)
+        for i in eligible:
+            result[i] = result[i] * remaining / total
+    return result, complete
+
+
+def _amount_off(coupon: Mapping[str, Any], currency: str | None) -> Decimal | None:
+    amount = coupon.get("amount_off")
+    if amount is None:
+        return None
+    if coupon.get("currency") in (None, currency):
+        return Decimal(int(amount))
+    option = (coupon.get("currency_options") or {}).get(currency or "") or {}
+    return Decimal(int(option["amount_off"])) if option.get("amount_off") is not None else None
+
+
+def _discounts(holder: Mapping[str, Any]) -> list[Mapping[str, Any] | None]:
+    """Expanded discounts (None for one only known by id), plus the legacy single `discount`."""
+    found: list[Mapping[str, Any] | None] = [
+        entry if isinstance(entry, Mapping) else None for entry in holder.get("discounts") or []
+    ]
+    legacy = holder.get("discount")
+    known = {entry.get("id") for entry in found if entry is not None}
+    if isinstance(legacy, Mapping) and legacy.get("id") not in known:
+        found.append(legacy)
+    return found
+
+
+def _coupon_of(discount: Mapping[str, Any], coupon_of: CouponLookup) -> Mapping[str, Any] | None:
+    coupon = discount.get("coupon")  # older API versions embed it here
+    if coupon is None:
+        coupon = (discount.get("source") or {}).get("coupon")
+    if isinstance(coupon, str):
+        return coupon_of(coupon)
+    return coupon if isinstance(coupon, Mapping) else None
+
+
+def _items(subscription: Mapping[str, Any]) -> list[Mapping[str, Any]]:
+    return list((subscription.get("items") or {}).get("data") or [])
+
+
+def _price_of(item: Mapping[str, Any]) -> Mapping[str, Any]:
+    price = item.get("price") or item.get("plan")
+    return price if isinstance(price, Mapping) else {}
+
+
+def _money(amount: Decimal) -> float:
+    return float(amount.quantize(_CENT_FRACTION, rounding=ROUND_HALF_EVEN))
+
+
+def _ref(value: Any) -> str | None:
+    """An expandable field's id, whether Stripe sent the id or the object."""
+    if isinstance(value, str):
+        return value
+    if isinstance(value, Mapping) and isinstance(value.get("id"), str):
+        return str(value["id"])
+    return None
+
+
+def _iso(value: Any) -> str | None:
+    if isinstance(value, bool) or not isinstance(value, int | float):
+        return None
+    return datetime.fromtimestamp(value, UTC).isoformat()
+
+
+def _is_kind(kind: _Kind, subject: Mapping[str, Any]) -> bool:
+    return subject.get("object") == kind.object or subject.get("object") in kind.aliases
+
+
+def _changed_id(kind: _Kind, event: Mapping[str, Any]) -> str | None:
+    """The id of the stream's object an event changed (a discount event names its holder)."""
+    subject = (event.get("data") or {}).get("object") or {}
+    if _is_kind(kind, subject):
+        return _ref(subject)
+    if subject.get("object") == "discount":
+        return _ref(subject.get(kind.object))
+    return None
+
+
+def _tombstone(kind: _Kind, object_id: str) -> Row:
+    return {"id": object_id, "object": kind.object, "deleted": True}
