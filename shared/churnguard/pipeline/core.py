@@ -110,6 +110,8 @@ class StreamPipeline:
     ) -> None:
         if encoded and (mapper is not None or row_filter is not None or check is not None):
             raise ValueError("rows the source encoded can be neither mapped, filtered nor checked per row")
+        if encoded and context.event_time_field is not None:
+            raise ValueError("rows the source encoded carry no event time")
         self.context = context
         self.encoded = encoded
         self._mapper = mapper
@@ -202,21 +204,21 @@ class StreamPipeline:
             raise ValueError("encoded rows come from streams with a single-column key")
         dedupe, max_bytes = self._dedupe, self._max_bytes
         lines: list[bytes] = []
-        append = lines.append
+        append, join = lines.append, b"".join  # one join per line: `+` copies the growing line each time
         for row in rows:
             record_id = row[key_field]
             if record_id is None:
                 self._reject(batch, _fragments(row), None, "primary key is null or missing")
                 continue
             cursor = row[cursor_field] if cursor_field is not None else None
-            ident = b'{"record_id":' + record_id + b',"cursor":' + (b"null" if cursor is None else cursor)
+            ident = join((b'{"record_id":', record_id, b',"cursor":', b"null" if cursor is None else cursor))
             data = row[ENCODED_DATA]
             if cursor is None:  # the version is the content, encoded as the Python path encodes it
                 version = orjson.dumps(loads_exact(ident + b',"data":' + data + b"}"), option=DUMPS_OPTIONS)
             else:
                 version = ident
-            line = head + hexlify(blake2b(dedupe + version, digest_size=16).digest()) + b'",' + ident[1:]
-            line += b',"data":' + data + b"}"
+            key = hexlify(blake2b(dedupe + version, digest_size=16).digest())
+            line = join((head, key, b'",', ident[1:], b',"data":', data, b"}"))
             if len(line) > max_bytes:
                 self._reject(batch, _fragments(row), orjson.loads(record_id), "record is larger than allowed")
                 continue
