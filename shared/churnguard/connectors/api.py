@@ -134,6 +134,10 @@ class ApiConnector(Connector):
     `requests` errors are translated here)."""
 
     slot_per_read = False
+    # A sync's first read proves the credentials as well as a ping does, so a connector whose
+    # ping is a request of its own skips it before a sync (a request fewer per sync); the
+    # connection test still pings. Connectors whose ping fetches what the read needs keep it.
+    ping_before_sync: ClassVar[bool] = True
     objects: ClassVar[Mapping[str, ApiObject]] = {}
     default_entities: ClassVar[Mapping[str, str]] = {}
     provider_label: ClassVar[str] = "the provider"
@@ -155,6 +159,12 @@ class ApiConnector(Connector):
             check_url(self.config.base_url)
         except BlockedAddressError as exc:
             raise SourceError(CheckStatus.INVALID_CONFIGURATION, f"base_url {exc}") from None
+
+    def connect(self, *, deadline: float | None = None) -> None:
+        if self.ping_before_sync:
+            super().connect(deadline=deadline)
+        else:
+            self.preflight()
 
     # ------------------------------------------------------------ streams
 

@@ -106,6 +106,7 @@ class MailchimpConnector(ApiConnector):
         "reports": ApiObject(incremental=False),
         "email_activity": ApiObject(cursor_field="occurred_at"),
     }
+    ping_before_sync = False
     default_entities: ClassVar[Mapping[str, str]] = {
         "audience": "lists",
         "member": "members",

@@ -74,6 +74,7 @@ class SendGridConnector(ApiConnector):
         "category_stats": ApiObject(primary_key=("date", "category"), cursor_field="date"),
         **{name: ApiObject(primary_key=("type", "email"), cursor_field="created") for name in _SUPPRESSIONS},
     }
+    ping_before_sync = False
     default_entities: ClassVar[Mapping[str, str]] = {
         "email_stat": "stats",
         "category_stat": "category_stats",

@@ -179,6 +179,7 @@ _KINDS: dict[str, _Kind] = {
 class StripeConnector(ApiConnector):
     provider = ProviderName.STRIPE
     provider_label = "Stripe"
+    ping_before_sync = False
     objects: ClassVar[Mapping[str, ApiObject]] = {name: ApiObject() for name in _KINDS}
     default_entities: ClassVar[Mapping[str, str]] = {
         "customer": "customers",
@@ -314,12 +315,15 @@ class StripeConnector(ApiConnector):
 
     # ------------------------------------------------------------ connector primitives
 
-    def _ping(self) -> None:
+    def preflight(self) -> None:
+        super().preflight()
         if self.config.api_version and self.config.api_version != API_VERSION:
             raise SourceError(
                 CheckStatus.INVALID_CONFIGURATION,
                 f"the Stripe connector reads API version {API_VERSION}; clear api_version or set it to that",
             )
+
+    def _ping(self) -> None:
         entities = self.entity_names()
         source = self.source_of(entities[0]) if entities else "customers"
         kind = _KINDS.get(source or "", _KINDS["customers"])
