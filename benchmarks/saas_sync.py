@@ -57,6 +57,7 @@ class Case:
     rate_limit: Callable[[Any], None] | None = None
     stop: Callable[[Any], None] = lambda fake: fake.stop()
     requests: Callable[[Any], int] = lambda fake: len(fake.seen())
+    throttled: Callable[[Any], int] = lambda fake: fake.throttled()
 
 
 @contextmanager
@@ -117,7 +118,7 @@ def sync_once(case: Case, records: int, latency: float, *, rate_limited: bool = 
                 sinks=[S3DataLakeSink(cloud["s3"], BUCKET, RetryPolicy(attempts=3, base_delay=0.5))],
             )
             before = case.requests(fake)
-            throttled_before = getattr(fake, "throttled", lambda: 0)()
+            throttled_before = case.throttled(fake)
             started = time.perf_counter()
             run = engine.start_sync(ORG, config.integration_id, mode="full_sync")  # type: ignore[arg-type]
             ref = SyncRef(organization_id=ORG, integration_id=config.integration_id, sync_id=run.sync_id)
@@ -132,7 +133,7 @@ def sync_once(case: Case, records: int, latency: float, *, rate_limited: bool = 
                 "rejected": finished.records_rejected,
                 "seconds": seconds,
                 "requests": case.requests(fake) - before,
-                "throttled": getattr(fake, "throttled", lambda: 0)() - throttled_before,
+                "throttled": case.throttled(fake) - throttled_before,
                 "errors": [e.message for e in finished.errors],
             }
     finally:
@@ -278,10 +279,107 @@ def _rest() -> Case:
     )
 
 
+class _StripeUnderTest:
+    """localstripe in this process behind the tests' StripeProxy (events list, 429s). Its
+    application can be served once per process, so one emulator is reset between runs."""
+
+    _emulator: Any = None
+    _patch: Any = None  # held: a dropped context manager would undo the patch when collected
+
+    def __init__(self, latency: float) -> None:
+        from tests.support.fake_stripe import LocalStripe, StripeProxy, patched_localstripe
+
+        if _StripeUnderTest._emulator is None:
+            _StripeUnderTest._patch = patched_localstripe()
+            _StripeUnderTest._patch.__enter__()  # for the life of the process
+            _StripeUnderTest._emulator = LocalStripe().start()
+        self.emulator = _StripeUnderTest._emulator
+        self.emulator.reset()
+        self.proxy = StripeProxy(self.emulator, latency=latency)
+        self.proxy.start()
+
+    def stop(self) -> None:
+        self.proxy.stop()
+
+
+def _stripe() -> Case:
+    from tests.support.fake_stripe import API_KEY
+
+    return Case(
+        key="stripe",
+        name="stripe (customers)",
+        provider="stripe",
+        page_size=100,
+        start=_StripeUnderTest,
+        seed=lambda fake, n: fake.proxy.seed(n),
+        integration=lambda fake: {
+            "provider_name": "stripe",
+            "base_url": fake.proxy.url,
+            "entity_mappings": {"customer": "customers"},
+            "credentials": {"credential_type": "api_key", "api_key": API_KEY},
+            "sync_config": {"requests_per_minute": 100_000},
+        },
+        rate_limit=lambda fake: fake.proxy.limit_rate(25, 1.0),
+        stop=lambda fake: fake.stop(),
+        requests=lambda fake: len(fake.proxy.seen()),
+        throttled=lambda fake: len(fake.proxy.throttled_requests),
+    )
+
+
+def _mailchimp() -> Case:
+    from tests.support.fake_mailchimp import API_KEY, FakeMailchimp
+
+    return Case(
+        key="mailchimp",
+        name="mailchimp (members)",
+        provider="mailchimp",
+        page_size=1_000,
+        start=lambda latency: _started(FakeMailchimp(latency=latency)),
+        seed=lambda fake, n: fake.seed(n),
+        integration=lambda fake: {
+            "provider_name": "mailchimp",
+            "base_url": f"{fake.url}/3.0",
+            "entity_mappings": {"member": "members"},
+            "credentials": {"credential_type": "api_key", "api_key": API_KEY},
+            "sync_config": {"requests_per_minute": 100_000},
+        },
+        rate_limit=lambda fake: fake.limit_rate(5, 1.0),
+    )
+
+
+def _sendgrid() -> Case:
+    from tests.support.fake_sendgrid import API_KEY, FakeSendGrid
+
+    return Case(
+        key="sendgrid",
+        name="sendgrid (bounces)",
+        provider="sendgrid",
+        page_size=500,
+        start=lambda latency: _started(FakeSendGrid(latency=latency)),
+        seed=lambda fake, n: fake.seed(n, "bounces"),
+        integration=lambda fake: {
+            "provider_name": "sendgrid",
+            "base_url": fake.url,
+            "entity_mappings": {"bounce": "bounces"},
+            "credentials": {"credential_type": "api_key", "api_key": API_KEY},
+            "sync_config": {"requests_per_minute": 100_000},
+        },
+        rate_limit=lambda fake: fake.rate_limit(5, 1.0),
+    )
+
+
 def cases() -> dict[str, Case]:
     """Connector name → case. The fakes are the tests' own (tests/support)."""
     os.environ.setdefault("ALLOW_PRIVATE_NETWORK_SOURCES", "true")  # the fakes listen on 127.0.0.1
-    built = [_hubspot(mapped=False), _hubspot(mapped=True), _salesforce(), _rest()]
+    built = [
+        _stripe(),
+        _hubspot(mapped=False),
+        _hubspot(mapped=True),
+        _salesforce(),
+        _mailchimp(),
+        _sendgrid(),
+        _rest(),
+    ]
     return {case.key: case for case in built}
 
 
