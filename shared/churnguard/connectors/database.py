@@ -12,6 +12,10 @@ import hashlib
 import os
 import tempfile
 from dataclasses import dataclass, field
+from datetime import date, datetime
+from typing import Any
+
+import orjson
 
 from churnguard.connectors.base import CheckStatus, Connector, SourceError, Stream
 from churnguard.models import DataSyncMode, IntegrationConfiguration, IntegrationCredentials, SourceOptions
@@ -116,3 +120,24 @@ class DatabaseConnector(Connector):
 
     def _settings(self) -> DatabaseSettings:
         return database_settings(self.config, self.credentials)
+
+
+def encoded_key_and_cursor(stream: Stream, row: dict[str, Any]) -> dict[str, Any]:
+    """An encoded row's key and cursor as the values the Python path reads (for the position)."""
+    key, cursor_field = stream.primary_key[0], stream.cursor_field
+    record_id = orjson.loads(row[key])
+    typed: dict[str, Any] = {key: int(record_id) if stream.column_kinds[key] == "int" else record_id}
+    if cursor_field is not None:
+        rendered = row[cursor_field]
+        value = None if rendered is None else orjson.loads(rendered)
+        kind = stream.column_kinds[cursor_field]
+        try:
+            if value is not None and kind in {"datetime", "timestamp"}:
+                value = datetime.fromisoformat(value)
+                value = value.replace(tzinfo=None) if kind == "timestamp" else value
+            elif value is not None and kind == "date":
+                value = date.fromisoformat(value)
+        except ValueError:
+            pass  # a date MariaDB keeps as the server's text (zero or invalid), as the Python path does
+        typed[cursor_field] = value
+    return typed

@@ -26,7 +26,6 @@ from __future__ import annotations
 
 import re
 from collections.abc import Callable, Generator
-from datetime import date, datetime
 from typing import Any, NamedTuple
 
 import orjson
@@ -45,6 +44,7 @@ from churnguard.connectors.base import (
 from churnguard.connectors.database import (
     DatabaseConnector,
     ca_file,
+    encoded_key_and_cursor,
     flag,
     table_stream,
 )
@@ -265,7 +265,7 @@ class MySqlConnector(DatabaseConnector):
             if rows_of is not None:
                 while rendered := _fetch_rendered(cursor, page_size):
                     page = rows_of(rendered)
-                    yield Page(page, position_after(_typed(stream, page[-1]), cursor_field, key))
+                    yield Page(page, position_after(encoded_key_and_cursor(stream, page[-1]), cursor_field, key))
             else:
                 while rows := cursor.fetchmany(page_size):
                     page = [dict(zip(names, row, strict=True)) for row in rows]
@@ -600,23 +600,3 @@ def _lowered(rendered: bytes) -> bytes:
     if b"\\u00" not in rendered:
         return rendered
     return _UPPER_ESCAPE.sub(lambda match: match.group(0).lower(), rendered)
-
-
-def _typed(stream: Stream, row: dict[str, Any]) -> dict[str, Any]:
-    """An encoded row's key and cursor as the values the Python path reads (for the position)."""
-    key, cursor_field = stream.primary_key[0], stream.cursor_field
-    record_id = orjson.loads(row[key])
-    typed: dict[str, Any] = {key: int(record_id) if stream.column_kinds[key] == "int" else record_id}
-    if cursor_field is not None:
-        rendered = row[cursor_field]
-        value = None if rendered is None else orjson.loads(rendered)
-        kind = stream.column_kinds[cursor_field]
-        try:
-            if value is not None and kind == "timestamp":
-                value = datetime.fromisoformat(value).replace(tzinfo=None)
-            elif value is not None and kind == "date":
-                value = date.fromisoformat(value)
-        except ValueError:
-            pass  # a date PyMySQL keeps as the server's text (zero or invalid), as the Python path does
-        typed[cursor_field] = value
-    return typed

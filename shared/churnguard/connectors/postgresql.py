@@ -22,10 +22,8 @@ import json
 import re
 import secrets
 from collections.abc import Generator
-from datetime import date, datetime
 from typing import Any
 
-import orjson
 import psycopg2
 import psycopg2.extensions
 import psycopg2.extras
@@ -40,7 +38,7 @@ from churnguard.connectors.base import (
     TransientSourceError,
     position_after,
 )
-from churnguard.connectors.database import DatabaseConnector, ca_file, table_stream
+from churnguard.connectors.database import DatabaseConnector, ca_file, encoded_key_and_cursor, table_stream
 from churnguard.models import ProviderName, SourceOptions
 from churnguard.pipeline.core import ENCODED_DATA
 from churnguard.pipeline.encoding import loads_exact
@@ -225,7 +223,7 @@ class PostgresConnector(DatabaseConnector):
                 if names is None:
                     names = tuple(column.name for column in cursor.description)
                 page = [dict(zip(names, row, strict=True)) for row in rows]
-                last = _typed(stream, page[-1]) if encoded else page[-1]
+                last = encoded_key_and_cursor(stream, page[-1]) if encoded else page[-1]
                 yield Page(page, position_after(last, cursor_field, key))
         finally:
             if not conn.closed:
@@ -414,24 +412,6 @@ def _encodable(stream: Stream, kinds: dict[str, str]) -> bool:
     if kinds.get(stream.primary_key[0]) not in {"int", "text"}:
         return False
     return stream.cursor_field is None or kinds.get(stream.cursor_field) in _CURSOR_KINDS
-
-
-def _typed(stream: Stream, row: dict[str, Any]) -> dict[str, Any]:
-    """An encoded row's key and cursor as the values the Python path reads (for the position)."""
-    key, cursor_field = stream.primary_key[0], stream.cursor_field
-    record_id = orjson.loads(row[key])
-    typed: dict[str, Any] = {key: int(record_id) if stream.column_kinds[key] == "int" else record_id}
-    if cursor_field is not None:
-        rendered = row[cursor_field]
-        value = None if rendered is None else orjson.loads(rendered)
-        kind = stream.column_kinds[cursor_field]
-        if value is not None and kind in {"datetime", "timestamp"}:
-            value = datetime.fromisoformat(value)
-            value = value.replace(tzinfo=None) if kind == "timestamp" else value
-        elif value is not None and kind == "date":
-            value = date.fromisoformat(value)
-        typed[cursor_field] = value
-    return typed
 
 
 def _order(stream: Stream) -> sql.Composable:
