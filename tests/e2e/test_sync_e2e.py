@@ -190,9 +190,13 @@ def test_integrations_get_a_schedule_that_follows_them(cloud: Any, new_tenant: A
     with pytest.raises(scheduler.exceptions.ResourceNotFoundException):
         scheduler.get_schedule(Name=name, GroupName=group)
 
+    # Every provider has a connector: a SaaS integration is scheduled too, disabled until active,
+    # and a sync without credentials is refused.
     stripe = tenant.request(
-        "POST", "/api/integrations", json={"integration_name": "No connector yet", "provider_name": "stripe"}
+        "POST", "/api/integrations", json={"integration_name": "Billing", "provider_name": "stripe"}
     ).json()["integration_id"]
+    assert scheduler.get_schedule(Name=f"sync-{stripe}", GroupName=group)["State"] == "DISABLED"
+    assert tenant.request("POST", f"/api/integrations/{stripe}/sync").status_code == 422
+    assert tenant.request("DELETE", f"/api/integrations/{stripe}").status_code == 204
     with pytest.raises(scheduler.exceptions.ResourceNotFoundException):
         scheduler.get_schedule(Name=f"sync-{stripe}", GroupName=group)
-    assert tenant.request("POST", f"/api/integrations/{stripe}/sync").status_code == 422
