@@ -11,7 +11,7 @@ from typing import Any
 
 import pytest
 
-from churnguard.connectors.base import CheckStatus, SourceError, TransientSourceError
+from churnguard.connectors.base import CheckStatus, SourceError, SourcePausedError, TransientSourceError
 from churnguard.connectors.resilience import CLOSED
 from churnguard.connectors.salesforce import SalesforceConnector
 from churnguard.models import DataSyncMode, IntegrationCredentials, ProviderName
@@ -281,9 +281,12 @@ def test_the_sync_pauses_at_the_daily_api_limit_and_resumes(harness: Any, fake: 
     run = engine.start_sync(ORG, config.integration_id)
     engine.prepare(ref(run))
 
-    with pytest.raises(TransientSourceError) as paused:
+    with pytest.raises(SourcePausedError) as paused:
         engine.extract_step(ref(run), 600, 1_000_000)
 
+    holder = harness.syncs.lock_holder(ORG, config.integration_id)
+    assert holder is not None and holder[0] == run.sync_id
+    assert holder[1] >= time.time() + 3600, "the run keeps its integration through the pause"
     message = (
         "Salesforce API usage is 90% of the org's daily limit (90 of 100 requests; this integration pauses at 90%);"
         " the sync stops at its last checkpoint and resumes from it when the step is retried"

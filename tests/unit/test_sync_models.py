@@ -83,3 +83,16 @@ def test_the_state_machine_retries_every_transient_error_by_its_own_name() -> No
     for names in retried:
         if "TransientSourceError" in names:
             assert wanted <= names
+
+
+def test_a_paused_source_is_retried_patiently_before_anything_else() -> None:
+    """A spent daily allocation comes back within a day: hourly retries for 24 hours, matched
+    before the quick rules."""
+    import json
+    from pathlib import Path
+
+    definition = json.loads((Path(__file__).parents[2] / "statemachines" / "sync.asl.json").read_text())
+    for name in ("Prepare", "Extract"):
+        first = definition["States"][name]["Retry"][0]
+        assert first["ErrorEquals"] == ["SourcePausedError"]
+        assert first["IntervalSeconds"] >= 3600 and first["IntervalSeconds"] * first["MaxAttempts"] >= 86_400

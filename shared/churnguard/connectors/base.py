@@ -84,6 +84,16 @@ class TransientSourceError(SourceError):
     retryable = True
 
 
+class SourcePausedError(TransientSourceError):
+    """The source asked for a long pause (an API allocation spent until its window rolls on).
+    Not retried inside the invocation; the state machine has its own, patient Retry rule for
+    this class, and the engine holds the integration's lock for the pause, so the run resumes
+    from its checkpoint instead of being taken over. Not a failure for the circuit breaker."""
+
+    retryable = False
+    throttled = True
+
+
 class ThrottledError(TransientSourceError):
     """The source asked us to slow down (HTTP 429, a rate-limit header at zero). Retried after
     `retry_after` like any transient error, but the source is healthy: the circuit breaker does

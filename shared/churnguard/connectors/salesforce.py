@@ -43,10 +43,10 @@ Limits
 - Every HTTP request takes one rate-limit slot; 429 and 5xx answers raise with their
   Retry-After before the SDK turns them into exceptions that drop the headers.
 - `Sforce-Limit-Info: api-usage=N/M` is read from every response. Past `api_usage_threshold`
-  (or on REQUEST_LIMIT_EXCEEDED for TotalRequests), the read stops with a TransientSourceError
-  that is not retried inside the invocation (the allocation is a rolling 24-hour window): the
-  checkpoint stands, the run's errors say why, and the state machine's Retry runs the step
-  again later, resuming from the checkpoint.
+  (or on REQUEST_LIMIT_EXCEEDED for TotalRequests), the read stops with a SourcePausedError
+  (the allocation is a rolling 24-hour window): the checkpoint stands, the run's errors say why,
+  the engine holds the lock for the pause, and the state machine retries the step hourly for a
+  day, resuming from the checkpoint.
 - INVALID_SESSION_ID: the token is refreshed and the call retried once; a refused refresh is
   authentication_failed.
 """
@@ -78,6 +78,7 @@ from churnguard.connectors.base import (
     Page,
     Position,
     SourceError,
+    SourcePausedError,
     Stream,
     ThrottledError,
     TransientSourceError,
@@ -425,17 +426,14 @@ class SalesforceConnector(ApiConnector):
                 details={"http_status": status},
             )
 
-    def _paused(self, reason: str) -> TransientSourceError:
-        error = TransientSourceError(
+    def _paused(self, reason: str) -> SourcePausedError:
+        # The allocation is a rolling 24-hour window: the state machine retries the step hourly.
+        return SourcePausedError(
             CheckStatus.ERROR,
             f"{reason}; the sync stops at its last checkpoint and resumes from it when the step is retried",
             retry_after=USAGE_PAUSE_SECONDS,
             details={"paused": "api_usage"},
         )
-        # Not retried within this invocation: the allocation is a rolling 24-hour window. Its
-        # class name still makes Step Functions retry the step later.
-        error.retryable = False
-        return error
 
     def check_usage(self) -> None:
         """Pauses before the next request once the org's API usage passed the threshold."""

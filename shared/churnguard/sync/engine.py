@@ -31,7 +31,15 @@ from datetime import UTC, datetime
 from functools import partial
 from typing import Any
 
-from churnguard.connectors.base import CheckStatus, ConnectionCheck, Connector, Page, Position, SourceError
+from churnguard.connectors.base import (
+    CheckStatus,
+    ConnectionCheck,
+    Connector,
+    Page,
+    Position,
+    SourceError,
+    SourcePausedError,
+)
 from churnguard.connectors.registry import connector_class, supported_providers
 from churnguard.connectors.resilience import CircuitBreaker, Guard, RateLimiter, RetryPolicy
 from churnguard.errors import ChurnGuardError, ConflictError, NotFoundError, ValidationFailedError
@@ -275,7 +283,8 @@ class SyncEngine:
                         break
         except ChurnGuardError as exc:
             if not isinstance(exc, ConflictError):
-                self._note_failure(run, exc.message, step.entity)
+                pause = exc.retry_after if isinstance(exc, SourcePausedError) else None
+                self._note_failure(run, exc.message, step.entity, hold=pause or 0.0)
             if isinstance(exc, SourceError) and exc.kind is CheckStatus.AUTHENTICATION_FAILED:
                 self._mark_authentication_failed(run)
             raise
@@ -535,11 +544,12 @@ class SyncEngine:
         run.notes.append(SyncNote(at=_utc(self._clock()), message=message[:2000], stream=stream))
         del run.notes[:-MAX_ERRORS]
 
-    def _note_failure(self, run: SyncRun, message: str, entity: str | None) -> None:
-        """Shows why a step failed in the run's status; the task itself is retried or caught."""
+    def _note_failure(self, run: SyncRun, message: str, entity: str | None, *, hold: float = 0.0) -> None:
+        """Shows why a step failed in the run's status; the task itself is retried or caught.
+        `hold`: seconds the source asked to pause, for which the lock is kept as well."""
         self._record_error(run, message, entity)
         with contextlib.suppress(ConflictError):
-            self._syncs.save(run, lease_until=self._clock() + self._lease)
+            self._syncs.save(run, lease_until=self._clock() + hold + self._lease)
 
     @staticmethod
     def _result(run: SyncRun, records_this_step: int = 0) -> StepResult:
