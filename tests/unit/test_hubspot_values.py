@@ -62,3 +62,33 @@ def test_a_window_waits_for_its_oldest_request_and_for_hubspots_remaining_count(
     assert window.budget == 0
     window.observe(10, 10.0, 5)
     assert (window.limit, window.seconds, window.budget) == (10, 10.0, 5)
+
+
+def test_a_spent_daily_limit_pauses_the_sync_and_a_ten_second_limit_throttles_it() -> None:
+    import json
+    from typing import Any, cast
+
+    from hubspot.crm.objects.exceptions import ApiException
+
+    from churnguard.connectors.base import SourcePausedError, ThrottledError
+    from churnguard.connectors.hubspot import HubSpotConnector
+    from churnguard.connectors.resilience import CircuitBreaker, Guard, RateLimiter, RetryPolicy
+    from churnguard.models import IntegrationConfiguration, IntegrationCredentials
+
+    connector = HubSpotConnector(
+        IntegrationConfiguration(organization_id="org_unit", integration_name="crm", provider_name="hubspot"),  # type: ignore[arg-type]
+        IntegrationCredentials.model_validate({"credential_type": "api_key", "api_key": "pat-na1-x"}),
+        Guard(RetryPolicy(0, 0.0), RateLimiter(60, 1), CircuitBreaker(cast(Any, None), "org_unit", "int_unit")),
+    )
+
+    def limited(policy: str, retry_after: str | None = None) -> ApiException:
+        exc = ApiException(status=429, reason="Too Many Requests")
+        exc.body = json.dumps({"status": "error", "errorType": "RATE_LIMIT", "policyName": policy})
+        exc.headers = {"Retry-After": retry_after} if retry_after else {}
+        return exc
+
+    daily = connector.translate(limited("DAILY"))
+    assert isinstance(daily, SourcePausedError) and not daily.retryable
+    assert daily.retry_after is not None and daily.retry_after >= 3600
+    burst = connector.translate(limited("TEN_SECONDLY_ROLLING", "2"))
+    assert type(burst) is ThrottledError and burst.retry_after == 2.0

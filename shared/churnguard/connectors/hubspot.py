@@ -42,12 +42,20 @@ from datetime import UTC, datetime
 from decimal import Decimal, InvalidOperation
 from typing import TYPE_CHECKING, Any, ClassVar
 
-from churnguard.connectors.api import ApiConnector, ApiObject, http_error, retry_after_seconds, unreachable
+from churnguard.connectors.api import (
+    DEFAULT_TIMEOUT,
+    ApiConnector,
+    ApiObject,
+    http_error,
+    retry_after_seconds,
+    unreachable,
+)
 from churnguard.connectors.base import (
     CheckStatus,
     Page,
     Position,
     SourceError,
+    SourcePausedError,
     Stream,
     ThrottledError,
     TransientSourceError,
@@ -66,7 +74,7 @@ ASSOCIATION_BATCH = 1_000  # ids per v4 associations batch read
 SEARCH_RATE = (5, 1.0)  # searches per second, per account
 DEFAULT_RATE = (100, 10.0)  # requests per 10 s until HubSpot's headers say otherwise
 WINDOW_MARGIN = 0.05  # seconds added to a window: requests arrive later than we send them
-TIMEOUT = (10.0, 60.0)
+DAILY_PAUSE_SECONDS = 3_600.0
 ASSOCIATIONS = "associations"
 
 _ASSOCIATED: dict[str, tuple[str, ...]] = {
@@ -314,6 +322,14 @@ class HubSpotConnector(ApiConnector):
         detail = body.get("category") or body.get("errorType")
         if status == 429:
             policy = body.get("policyName")
+            if policy == "DAILY":  # the account's daily allowance is spent: wait for it, keep the run
+                return SourcePausedError(
+                    CheckStatus.ERROR,
+                    f"HubSpot's daily API limit is spent ({what}); the sync stops at its last checkpoint"
+                    " and resumes from it when the step is retried",
+                    retry_after=DAILY_PAUSE_SECONDS,
+                    details={"http_status": status, "paused": "daily_limit"},
+                )
             retry_after = retry_after_seconds(headers.get("Retry-After"))
             if retry_after is None:  # HubSpot names the window it counted; wait for it to turn
                 retry_after = SEARCH_RATE[1] if search else self._windows["interval"].seconds
@@ -344,7 +360,7 @@ class HubSpotConnector(ApiConnector):
             body = self._send(
                 f"reading the {object_type} properties",
                 lambda api: api.get_all_with_http_info(
-                    object_type, archived=False, _preload_content=False, _request_timeout=TIMEOUT
+                    object_type, archived=False, _preload_content=False, _request_timeout=DEFAULT_TIMEOUT
                 ),
                 "properties",
             )
@@ -365,7 +381,7 @@ class HubSpotConnector(ApiConnector):
         body: dict[str, Any] = self._send(
             f"searching {stream.source}",
             lambda api: api.do_search_with_http_info(
-                stream.source, request, _preload_content=False, _request_timeout=TIMEOUT
+                stream.source, request, _preload_content=False, _request_timeout=DEFAULT_TIMEOUT
             ),
             "search",
             search=True,
@@ -380,13 +396,13 @@ class HubSpotConnector(ApiConnector):
         if object_type == "owners":
             body = self._send(
                 "listing owners",
-                lambda api: api.get_page_with_http_info(_request_timeout=TIMEOUT, **kwargs),
+                lambda api: api.get_page_with_http_info(_request_timeout=DEFAULT_TIMEOUT, **kwargs),
                 "owners",
             )
         else:
             body = self._send(
                 f"listing {'archived ' if archived else ''}{object_type}",
-                lambda api: api.get_page_with_http_info(object_type, _request_timeout=TIMEOUT, **kwargs),
+                lambda api: api.get_page_with_http_info(object_type, _request_timeout=DEFAULT_TIMEOUT, **kwargs),
                 "objects",
             )
         return body
@@ -401,7 +417,7 @@ class HubSpotConnector(ApiConnector):
 
             def call(api: Any, request: dict[str, Any] = request) -> Any:
                 return api.get_page_with_http_info(
-                    object_type, target, request, _preload_content=False, _request_timeout=TIMEOUT
+                    object_type, target, request, _preload_content=False, _request_timeout=DEFAULT_TIMEOUT
                 )
 
             body = self._send(f"reading {object_type} → {target} associations", call, "associations")
