@@ -80,3 +80,36 @@ def test_the_providers_resume_point_round_trips_through_the_stored_state() -> No
     since = Position(cursor=datetime(2026, 1, 1, tzinfo=UTC))
     assert source.position_of(stream, source.state_of(stream, since)) == since
     assert source.position_of(stream, {**source.state_of(stream, own), "cursor_field": "other"}) is None
+
+
+def test_a_refreshed_token_without_expires_in_clears_the_old_expiry(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Salesforce answers a refresh without expires_in: keeping the old, past expiry would make
+    every later call refresh again."""
+    from pydantic import SecretStr
+
+    from tests.support.fake_api import FakeApi, Reply, Seen, route
+
+    class TokenEndpoint(FakeApi):
+        @route("POST", "/token")
+        def token(self, seen: Seen) -> Reply:
+            assert seen.form()["refresh_token"] == ["refresh-1"]
+            return Reply(200, {"access_token": "access-2", "refresh_token": "refresh-2"})
+
+    monkeypatch.setenv("ALLOW_PRIVATE_NETWORK_SOURCES", "true")
+    saved: list[IntegrationCredentials] = []
+    source = connector(ProviderName.SENDGRID, "https://api.sendgrid.com")
+    source.credentials = IntegrationCredentials.model_validate(
+        {
+            "credential_type": "oauth2",
+            "access_token": "access-1",
+            "refresh_token": "refresh-1",
+            "token_expires_at": "2020-01-01T00:00:00+00:00",
+        }
+    )
+    source.save_credentials = saved.append
+    assert source.token_needs_refresh()
+    with TokenEndpoint() as endpoint:
+        source.refresh_oauth2(f"{endpoint.url}/token")
+    (renewed,) = saved
+    assert renewed.access_token == SecretStr("access-2") and renewed.refresh_token == SecretStr("refresh-2")
+    assert renewed.token_expires_at is None and not source.token_needs_refresh()

@@ -218,3 +218,13 @@ def test_bulk_csv_rows_are_typed_like_rest_rows() -> None:
     ]
     with pytest.raises(SourceError, match="do not match"):
         connector()._csv_rows(ACCOUNT, '"Id","Seats__c"\n"x","many"\n')
+
+
+def test_an_instance_url_the_deployment_must_not_reach_is_refused(monkeypatch: pytest.MonkeyPatch) -> None:
+    """The session token goes to the instance URL, which the credentials or a token answer name:
+    it gets the same address guard as base_url."""
+    monkeypatch.setenv("ALLOW_PRIVATE_NETWORK_SOURCES", "true")
+    source = connector("", instance_url="http://169.254.169.254")
+    check = source.check()
+    assert check.status is CheckStatus.INVALID_CONFIGURATION
+    assert check.message.startswith("the Salesforce instance URL host '169.254.169.254'")

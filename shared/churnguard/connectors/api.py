@@ -26,6 +26,8 @@ from datetime import UTC, datetime, timedelta
 from email.utils import parsedate_to_datetime
 from typing import TYPE_CHECKING, Any, ClassVar
 
+from pydantic import SecretStr
+
 from churnguard.connectors.base import (
     CheckStatus,
     Connector,
@@ -151,14 +153,18 @@ class ApiConnector(Connector):
         tests' fakes), so it gets the same guard as ingestion rules: no loopback, private,
         link-local or metadata address unless the deployment allows private networks. The
         credentials are sent to that address."""
-        if not self.config.base_url:
-            return
+        if self.config.base_url:
+            self.check_address(self.config.base_url, "base_url")
+
+    def check_address(self, url: str, label: str) -> None:
+        """Refuses an address the credentials would be sent to (also one the provider names,
+        like Salesforce's instance URL) when the deployment must not reach it."""
         from churnguard.netguard import BlockedAddressError, check_url
 
         try:
-            check_url(self.config.base_url)
+            check_url(url)
         except BlockedAddressError as exc:
-            raise SourceError(CheckStatus.INVALID_CONFIGURATION, f"base_url {exc}") from None
+            raise SourceError(CheckStatus.INVALID_CONFIGURATION, f"{label} {exc}") from None
 
     def connect(self, *, deadline: float | None = None) -> None:
         if self.ping_before_sync:
@@ -307,20 +313,18 @@ class ApiConnector(Connector):
                 CheckStatus.AUTHENTICATION_FAILED, f"{self.provider_label} answered the token refresh without a token"
             )
         expires_in = token.get("expires_in")
+        # A token answer without expires_in (Salesforce's) has no known expiry: clear the old one,
+        # or the renewed token would look expired and be refreshed again on every call.
         update: dict[str, Any] = {
-            "access_token": token["access_token"],
+            "access_token": SecretStr(str(token["access_token"])),
             "token_expires_at": (
                 datetime.now(UTC) + timedelta(seconds=float(expires_in)) if expires_in is not None else None
             ),
         }
         if token.get("refresh_token"):
-            update["refresh_token"] = token["refresh_token"]
-        renewed = self.credentials.model_validate({**self.credentials.to_plaintext(), **_plain(update)})
+            update["refresh_token"] = SecretStr(str(token["refresh_token"]))
+        renewed = self.credentials.model_copy(update=update)
         self.credentials = renewed
         if self.save_credentials is not None:
             self.save_credentials(renewed)
         return token
-
-
-def _plain(update: Mapping[str, Any]) -> dict[str, Any]:
-    return {k: v.isoformat() if isinstance(v, datetime) else v for k, v in update.items() if v is not None}

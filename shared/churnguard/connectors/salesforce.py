@@ -324,6 +324,8 @@ class SalesforceConnector(ApiConnector):
                 self._refresh()
             token = self.credentials.access_token
             instance = self._instance_url
+            if instance is not None:
+                self.check_address(instance, "the Salesforce instance URL")
             if token is None or instance is None:
                 raise SourceError(
                     CheckStatus.AUTHENTICATION_FAILED,
