@@ -225,6 +225,28 @@ def test_each_auth_type_connects_and_syncs(harness: Any, fake_auth: str, auth: R
     assert not any(secret in str(harness.lake_records()) for secret in secrets)
 
 
+def test_a_key_echoed_in_next_links_is_neither_stored_nor_sent_twice(harness: Any) -> None:
+    with FakeRest(auth="api_key_query", paging="link", echo_key_in_links=True) as fake:
+        fake.seed(45)
+        config = register(harness, fake, auth=RestAuthType.API_KEY, paging="link", page_size=10)
+        states: list[str] = []
+
+        def checkpoint(_: Any) -> None:
+            (stream,) = harness.syncs.get(ORG, config.integration_id, run.sync_id).streams
+            states.append(str(stream.state))
+
+        engine = harness.engine()
+        run = engine.start_sync(ORG, config.integration_id)
+        finished = drive(engine, run, record_budget=10, after_step=checkpoint)
+        assert finished.records_written == 45
+        assert len(states) >= 4 and any("after" in state for state in states), "checkpoints mid-pagination"
+        assert not any(API_KEY in state for state in states)
+        pages = listing(fake)
+        # Each step's prefetch reads one page past its budget, which the next step reads again.
+        assert len({tuple(page.query.get("after", [])) for page in pages}) == 5
+        assert all(page.query["api_key"] == [API_KEY] for page in pages), "the key is sent once per request"
+
+
 @pytest.mark.parametrize(
     ("fake_auth", "auth", "wrong", "advice"),
     [

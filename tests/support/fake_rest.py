@@ -47,8 +47,12 @@ class FakeRest(FakeApi):
         max_page_size: int = 100,
         token_lifetime: float = 3600.0,
         latency: float = 0.0,
+        echo_key_in_links: bool = False,
     ) -> None:
+        """`echo_key_in_links`: next links repeat the request's api_key parameter, as many APIs'
+        do."""
         super().__init__(latency=latency)
+        self.echo_key_in_links = echo_key_in_links
         self.paging = paging
         self.auth = auth
         self.max_page_size = max_page_size
@@ -168,7 +172,8 @@ class FakeRest(FakeApi):
             if self.paging == "cursor":
                 next_cursor = token
             elif self.paging == "link":
-                query = {k: v for k, v in params.items() if k not in {"after", "api_key"}}
+                dropped = {"after"} if self.echo_key_in_links else {"after", "api_key"}
+                query = {k: v for k, v in params.items() if k not in dropped}
                 link = f"{self.url}{path}?{urlencode({**query, 'after': token, 'limit': size})}"
                 headers["Link"] = f'<{link}>; rel="next"'
         reply = Reply(200, {"data": page, "meta": {"next_cursor": next_cursor, "total": len(rows)}}, headers)

@@ -36,7 +36,7 @@ from collections.abc import Generator, Mapping
 from dataclasses import dataclass, field, replace
 from datetime import UTC, datetime, timedelta
 from typing import Any, ClassVar
-from urllib.parse import urljoin, urlsplit
+from urllib.parse import parse_qsl, urlencode, urljoin, urlsplit, urlunsplit
 
 import requests
 from requests.adapters import HTTPAdapter
@@ -419,6 +419,7 @@ class RestConnector(ApiConnector):
             extra[paging.page_param] = paging.start_page if state.page is None else state.page
         elif paging.type is PaginationType.LINK_HEADER and state.page is not None:
             url, query, extra = str(state.page), {}, {}  # the next link carries its parameters
+            self._same_origin(spec, url)  # a checkpoint from before the rule's URL changed
             netguard.check_url(url)
         if spec.params_in == "body" and body is not None:
             body.update(extra)
@@ -509,14 +510,24 @@ class RestConnector(ApiConnector):
         if not link or not count:
             return None
         following = urljoin(response.url, link)
-        here, there = urlsplit(spec.url), urlsplit(following)
+        self._same_origin(spec, following)
+        auth = spec.auth
+        if auth.type is RestAuthType.API_KEY and auth.api_key_in == "query":
+            # The link may echo the key; it is stored in the checkpoint, and the key is added again.
+            parts = urlsplit(following)
+            kept = [(k, v) for k, v in parse_qsl(parts.query, keep_blank_values=True) if k != auth.api_key_name]
+            following = urlunsplit(parts._replace(query=urlencode(kept)))
+        return following
+
+    def _same_origin(self, spec: RestSource, url: str) -> None:
+        """Credentials are only ever sent to the configured scheme, host and port."""
+        here, there = urlsplit(spec.url), urlsplit(url)
         if (here.scheme, here.netloc) != (there.scheme, there.netloc):
             raise SourceError(
                 CheckStatus.INVALID_CONFIGURATION,
                 f"{self.provider_label}'s next link leads to another host ({there.hostname}); it is not"
                 " followed, so that credentials are only sent to the configured host",
             )
-        return following
 
     # ------------------------------------------------------------ OAuth2 client credentials
 
