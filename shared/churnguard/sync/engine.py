@@ -41,7 +41,7 @@ from churnguard.connectors.base import (
     SourcePausedError,
 )
 from churnguard.connectors.registry import connector_class, supported_providers
-from churnguard.connectors.resilience import CircuitBreaker, Guard, RateLimiter, RetryPolicy
+from churnguard.connectors.resilience import CircuitBreaker, CircuitOpenError, Guard, RateLimiter, RetryPolicy
 from churnguard.errors import ChurnGuardError, ConflictError, NotFoundError, ValidationFailedError
 from churnguard.models import (
     DataSyncMode,
@@ -374,7 +374,7 @@ class SyncEngine:
                     if self._should_stop(run, step):
                         exhausted = False
                         break
-            except SourceError:
+            except (SourceError, CircuitOpenError):
                 # Keeps what was read before the source failed: the retried step (an outage, a
                 # quota pause) resumes after it instead of reading it again.
                 pages.close()
