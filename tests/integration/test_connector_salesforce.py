@@ -162,7 +162,16 @@ def test_an_expired_session_is_refreshed_and_the_read_goes_on(
             fake.expire_tokens()  # the access token dies between two pages
 
     monkeypatch.setattr(StreamPipeline, "process", process_then_expire)
+    saves: list[Any] = []
+    replace = harness.service.replace_credentials
+
+    def counted(*args: Any) -> Any:
+        saves.append(args)
+        return replace(*args)
+
+    monkeypatch.setattr(harness.service, "replace_credentials", counted)
     run = sync(harness.engine(), config.integration_id)
+    assert len(saves) == 1, "the renewed token and the instance URL it names are saved in one write"
 
     assert run.status is SyncStatus.SUCCEEDED
     counts = ids_of(harness.lake_records())

@@ -20,7 +20,7 @@ kinds and refresh bookkeeping, translating their SDK's exceptions in `translate`
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from email.utils import parsedate_to_datetime
@@ -280,10 +280,17 @@ class ApiConnector(Connector):
             return True
         return expires is not None and expires - REFRESH_MARGIN <= (now or datetime.now(UTC))
 
-    def refresh_oauth2(self, token_url: str, extra: Mapping[str, str] | None = None) -> dict[str, Any]:
+    def refresh_oauth2(
+        self,
+        token_url: str,
+        extra: Mapping[str, str] | None = None,
+        *,
+        remember: Callable[[dict[str, Any]], Mapping[str, str]] | None = None,
+    ) -> dict[str, Any]:
         """Exchanges the refresh token at `token_url` (client id and secret from
-        `custom_fields.client_id` / `client_secret`), stores the renewed credentials and returns
-        the token response (Salesforce's carries its `instance_url`)."""
+        `custom_fields.client_id` / `client_secret`), stores the renewed credentials once and
+        returns the token response. `remember(token)` names custom fields to keep from the
+        answer (Salesforce's `instance_url`), saved in the same write."""
         refresh = self.credentials.refresh_token
         if refresh is None:
             raise SourceError(
@@ -323,6 +330,9 @@ class ApiConnector(Connector):
         }
         if token.get("refresh_token"):
             update["refresh_token"] = SecretStr(str(token["refresh_token"]))
+        kept = remember(token) if remember is not None else {}
+        if kept:
+            update["custom_fields"] = {**self.credentials.custom_fields, **{k: SecretStr(v) for k, v in kept.items()}}
         renewed = self.credentials.model_copy(update=update)
         self.credentials = renewed
         if self.save_credentials is not None:

@@ -182,6 +182,13 @@ def _response_content(response: requests.Response) -> Any:
         return None
 
 
+def _named_instance(token: dict[str, Any]) -> dict[str, str]:
+    """The instance URL a token answer names, as the custom field it is stored in."""
+    named = token.get("instance_url")
+    instance = _http_url(named) if isinstance(named, str) else None
+    return {"instance_url": instance} if instance is not None else {}
+
+
 def _http_url(value: str) -> str | None:
     parts = urlsplit(value)
     if parts.scheme not in {"http", "https"} or not parts.hostname or parts.username or parts.password:
@@ -347,16 +354,9 @@ class SalesforceConnector(ApiConnector):
 
     def _refresh(self) -> None:
         """Renews the access token; stores the instance URL the token response names."""
-        token = self.refresh_oauth2(self.token_url())
-        named = token.get("instance_url")
-        instance = _http_url(named) if isinstance(named, str) else None
+        token = self.refresh_oauth2(self.token_url(), remember=_named_instance)
+        instance = _named_instance(token).get("instance_url")
         if instance is not None:
-            if instance != self._setting("instance_url"):
-                custom = {key: value.get_secret_value() for key, value in self.credentials.custom_fields.items()}
-                document = {**self.credentials.to_plaintext(), "custom_fields": {**custom, "instance_url": instance}}
-                self.credentials = self.credentials.model_validate(document)
-                if self.save_credentials is not None:
-                    self.save_credentials(self.credentials)
             self._instance_url = instance
         elif self._instance_url is None:
             raise SourceError(
