@@ -41,14 +41,18 @@ def test_the_schedule_fires_and_the_sync_runs(
     tenant: Tenant = new_tenant(f"org_sched_{uuid.uuid4().hex[:6]}")
     integration_id = register_postgres(tenant, {"account": f"{accounts_table}.accounts"}, sync_frequency=300)
     history = f"/api/integrations/{integration_id}/syncs"
-    time.sleep(1)
-    assert tenant.request("GET", history).json()["items"] == [], "nothing runs before the schedule is due"
+    try:
+        time.sleep(1)
+        assert tenant.request("GET", history).json()["items"] == [], "nothing runs before the schedule is due"
 
-    schedule_clock.shift(timedelta(minutes=5, seconds=5))
-    runs = wait_for(
-        lambda: [r for r in tenant.request("GET", history).json()["items"] if r["status"] == "succeeded"],
-        timeout=120,
-        what="the scheduled sync to succeed",
-    )
-    assert runs[0]["trigger"] == "schedule"
-    assert runs[0]["progress"]["records_written"] == 120
+        schedule_clock.shift(timedelta(minutes=5, seconds=5))
+        runs = wait_for(
+            lambda: [r for r in tenant.request("GET", history).json()["items"] if r["status"] == "succeeded"],
+            timeout=120,
+            what="the scheduled sync to succeed",
+        )
+        assert runs[0]["trigger"] == "schedule"
+        assert runs[0]["progress"]["records_written"] == 120
+    finally:
+        # The session's cloud and clock are shared: a schedule left behind would fire in later tests.
+        assert tenant.request("DELETE", f"/api/integrations/{integration_id}").status_code == 204
