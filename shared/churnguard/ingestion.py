@@ -15,7 +15,6 @@ the request's), shown only as which are set, masked. A rule's addresses are chec
 
 from __future__ import annotations
 
-import logging
 from datetime import datetime
 from typing import Annotated, Any
 
@@ -23,7 +22,7 @@ from pydantic import Field, SecretStr, StringConstraints, ValidationError
 
 from churnguard import netguard
 from churnguard.connectors.identifiers import validate_source_settings
-from churnguard.errors import NotFoundError, ServiceUnavailableError, ValidationFailedError
+from churnguard.errors import NotFoundError, ValidationFailedError
 from churnguard.integrations import IntegrationService, check_organization, validation_details
 from churnguard.models import (
     REST_SOURCE_OBJECT,
@@ -47,8 +46,6 @@ from churnguard.models import (
     utc_now,
 )
 from churnguard.store.integrations import IntegrationFilter
-
-logger = logging.getLogger(__name__)
 
 DEFAULT_ENTITY = "event"
 AUTH_TYPE_FIELD = "auth_type"
@@ -384,15 +381,3 @@ class IngestionRuleService(IntegrationService):
             raise NotFoundError("ingestion rule not found", {"rule_id": rule_id}) from None
         _rule_source(config)
         return config
-
-    def _reschedule(self, config: IntegrationConfiguration) -> None:
-        if self._scheduler is None:
-            return
-        try:
-            self._scheduler.apply(config)
-        except Exception as exc:
-            logger.exception("sync schedule update failed", extra={"integration_id": config.integration_id})
-            raise ServiceUnavailableError(
-                "the change was saved but its poll schedule could not be updated; repeat the request",
-                {"rule_id": config.integration_id},
-            ) from exc

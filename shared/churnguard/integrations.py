@@ -113,15 +113,7 @@ class IntegrationService:
             ) from None
         validate_source_settings(after)
         self._store.update(before, after)
-        if self._scheduler is not None:
-            try:
-                self._scheduler.apply(after)
-            except Exception as exc:
-                logger.exception("sync schedule update failed", extra={"integration_id": after.integration_id})
-                raise ServiceUnavailableError(
-                    "the change was saved but its sync schedule could not be updated; repeat the request",
-                    {"integration_id": after.integration_id},
-                ) from exc
+        self._reschedule(after)
         return IntegrationView.of(after)
 
     def delete(self, organization_id: str, integration_id: str) -> None:
@@ -172,6 +164,20 @@ class IntegrationService:
             raise ServiceUnavailableError(
                 "the integration's sync schedule could not be created, so it was not registered; retry",
                 {"integration_name": config.integration_name},
+            ) from exc
+
+    def _reschedule(self, config: IntegrationConfiguration) -> None:
+        """Makes the saved configuration's schedule match it; a failure asks for a repeat (the
+        change is saved, and applying the same schedule again is harmless)."""
+        if self._scheduler is None:
+            return
+        try:
+            self._scheduler.apply(config)
+        except Exception as exc:
+            logger.exception("sync schedule update failed", extra={"integration_id": config.integration_id})
+            raise ServiceUnavailableError(
+                "the change was saved but its sync schedule could not be updated; repeat the request",
+                {"integration_id": config.integration_id},
             ) from exc
 
     def _seal(self, config: IntegrationConfiguration, credentials: IntegrationCredentials) -> dict[str, Any]:
