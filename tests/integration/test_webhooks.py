@@ -306,6 +306,23 @@ def test_forged_stale_oversized_and_unknown_deliveries_enqueue_nothing(hooks: Ho
     assert hooks.queued() == 0
 
 
+def test_a_signed_event_with_an_unpaired_surrogate_is_refused_at_the_receiver(hooks: Hooks) -> None:
+    """Accepting it would fail every processing attempt and park it in the DLQ, redrives included."""
+    hooks.endpoint(provider="stripe", secret_key=STRIPE_SECRET)
+    body = b'{"id": "evt_sur", "type": "customer.updated", "data": {"object": {"id": "cus_1", "name": "\\ud800"}}}'
+    response = hooks.deliver("stripe", "org_a", body, headers={"Stripe-Signature": stripe_header(body)})
+    assert response["statusCode"] == 400, response
+    assert "surrogate" in json.loads(response["body"])["error"]["message"]
+    assert hooks.queued() == 0
+
+
+def test_a_timestamp_of_superscript_digits_is_401_not_500(hooks: Hooks) -> None:
+    hooks.endpoint(provider="stripe", secret_key=STRIPE_SECRET)
+    response = hooks.deliver("stripe", "org_a", stripe_customer("evt_t"), headers={"Stripe-Signature": "t=²,v1=00"})
+    assert response["statusCode"] == 401, response
+    assert hooks.queued() == 0
+
+
 def test_base64_bodies_are_verified_as_received(hooks: Hooks) -> None:
     hooks.endpoint(provider="stripe", secret_key=STRIPE_SECRET)
     body = stripe_customer("evt_b64")

@@ -25,6 +25,10 @@ EXTERNAL_ENTITY = b"""<?xml version="1.0"?><!DOCTYPE x [<!ENTITY xxe SYSTEM "fil
         (b'{"id": "evt_\xff"}', "not UTF-8"),
         (b'{"type": "customer.created"}', "event id is missing"),
         (b"[]", "one event object"),
+        (b'{"id": "evt_1", "type": "x", "data": "\\ud800"}', "unpaired surrogate"),
+        (b'{"id": "evt_1", "type": "x", "data": {"k\\udfff": 1}}', "unpaired surrogate"),
+        (b'{"id": "evt_1", "type": "x", "amount": NaN}', "NaN is not a JSON value"),
+        (b'{"id": "evt_1", "type": "x", "amount": -Infinity}', "Infinity is not a JSON value"),
     ],
 )
 def test_hostile_or_malformed_json_is_refused(body: bytes, message: str) -> None:
@@ -203,3 +207,10 @@ def test_sendgrid_mailchimp_salesforce_and_custom() -> None:
     )
     assert (custom.entity, custom.record_id, custom.operation) == ("customer", "5", Operation.DELETE)
     assert custom.occurred_at.isoformat() == "2026-01-01T00:00:00+00:00"
+
+
+def test_paired_surrogate_escapes_and_big_integers_are_kept_exactly() -> None:
+    body = b'{"id": "evt_1", "type": "x", "name": "\\ud83d\\ude00", "big": 123456789012345678901234567890}'
+    (event,) = events.parse_stripe(body)
+    assert event.payload["name"] == "\U0001f600"
+    assert event.payload["big"] == 123456789012345678901234567890

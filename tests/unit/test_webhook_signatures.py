@@ -68,6 +68,22 @@ def test_stripe_refuses_tampering_replay_and_junk(mutate: object, reason: str) -
         signatures.verify_stripe(body, header, [STRIPE_SECRET], time.time())
 
 
+@pytest.mark.parametrize("timestamp", ["²", "١٢٣", "12³", "+1", " ", "1" * 17, "0x10"])
+def test_a_timestamp_of_non_ascii_digits_is_a_signature_error_not_a_crash(timestamp: str) -> None:
+    """str.isdigit() accepts superscripts and other scripts' digits, which int() then refuses."""
+    with pytest.raises(SignatureError, match="timestamp"):
+        signatures.verify_stripe(BODY, f"t={timestamp},v1=00", [STRIPE_SECRET], NOW)
+    headers = {**standard_headers(BODY), "webhook-timestamp": timestamp}
+    with pytest.raises(SignatureError, match="timestamp"):
+        signatures.verify_standard_webhooks(BODY, lower(headers), [STANDARD_SECRET], NOW)
+    hubspot = {**lower(hubspot_v3_headers(BODY, "https://hooks.example.com/x")), "x-hubspot-request-timestamp": timestamp}
+    with pytest.raises(SignatureError, match="timestamp"):
+        signatures.verify_hubspot(
+            BODY, hubspot, method="POST", uri="https://hooks.example.com/x", secrets=[HUBSPOT_SECRET], now=NOW,
+            allow_legacy=False,
+        )
+
+
 def test_stripe_refuses_a_replay_outside_the_tolerance_with_a_valid_signature() -> None:
     old = int(time.time()) - 301
     with pytest.raises(SignatureError, match="tolerance"):

@@ -9,11 +9,12 @@ which the receiver answers with 400 before anything is enqueued.
 from __future__ import annotations
 
 import hashlib
-import json
 from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any
 from urllib.parse import parse_qsl
+
+from churnguard.jsontext import JsonTextError, loads_strict
 
 MAX_JSON_DEPTH = 64
 MAX_EVENTS_PER_DELIVERY = 1000
@@ -54,11 +55,11 @@ def _check_depth(document: Any) -> None:
 
 def load_json(body: bytes) -> Any:
     try:
-        document = json.loads(_text(body))
+        document = loads_strict(body)
     except RecursionError:
         raise ParseError(f"the JSON nests deeper than {MAX_JSON_DEPTH} levels") from None
-    except ValueError:
-        raise ParseError("the body is not valid JSON") from None
+    except JsonTextError as exc:
+        raise ParseError(str(exc)) from None
     _check_depth(document)
     return document
 

@@ -13,11 +13,13 @@ import base64
 import binascii
 import hashlib
 import hmac
+import re
 from collections.abc import Mapping, Sequence
 from functools import lru_cache
 from typing import Any
 
 TOLERANCE_SECONDS = 300
+_TIMESTAMP = re.compile(r"[0-9]{1,16}")
 # HubSpot v3 signs the URI with these percent-escapes decoded.
 _HUBSPOT_URI_DECODES = (
     ("%3A", ":"),
@@ -52,9 +54,10 @@ def _hmac(secret: bytes, message: bytes) -> bytes:
 
 
 def _fresh(timestamp: str | None, now: float, tolerance: int, *, scale: int = 1) -> int:
-    if timestamp is None or not timestamp.strip().isdigit() or len(timestamp) > 16:
+    # ASCII digits only: str.isdigit() and int() also take superscripts and other scripts' digits.
+    if timestamp is None or not _TIMESTAMP.fullmatch(timestamp.strip()):
         raise SignatureError("the signature timestamp is missing or malformed")
-    value = int(timestamp)
+    value = int(timestamp.strip())
     if abs(now - value / scale) > tolerance:
         raise SignatureError("the signature timestamp is outside the tolerance")
     return value
