@@ -46,6 +46,11 @@ class PayloadTooLargeError(ChurnGuardError):
     code = "payload_too_large"
 
 
+class UnsupportedMediaTypeError(ChurnGuardError):
+    status_code = 415
+    code = "unsupported_media_type"
+
+
 class ValidationFailedError(ChurnGuardError):
     status_code = 422
     code = "validation_error"

@@ -32,6 +32,8 @@ from churnguard.models import (
     IntegrationCredentials,
     IntegrationStatus,
     IntegrationType,
+    JsonBool,
+    JsonInt,
     Model,
     Name,
     OrganizationId,
@@ -85,11 +87,11 @@ class APIIngestionRule(RestSource):
     name: Name
     auth: RuleAuth = Field(default_factory=RuleAuth)
     entity: EntityName = Field(default=DEFAULT_ENTITY, description="the canonical entity the records feed")
-    sync_frequency: int = Field(default=3600, ge=60, le=2_592_000, description="seconds between polls")
-    enabled: bool = True
+    sync_frequency: JsonInt = Field(default=3600, ge=60, le=2_592_000, description="seconds between polls")
+    enabled: JsonBool = True
     field_mappings: dict[FieldPath, FieldPath] = Field(default_factory=dict, max_length=500)
     data_filters: dict[FieldPath, Any] = Field(default_factory=dict, max_length=50)
-    requests_per_minute: int = Field(default=60, ge=1, le=100_000)
+    requests_per_minute: JsonInt = Field(default=60, ge=1, le=100_000)
     tags: list[Tag] = Field(default_factory=list, max_length=50)
 
     def source(self) -> RestSource:
@@ -116,11 +118,11 @@ class APIIngestionRulePatch(StrictModel):
     pagination: dict[str, Any] | None = None
     incremental: dict[str, Any] | None = None
     entity: str | None = None
-    sync_frequency: int | None = None
-    enabled: bool | None = None
+    sync_frequency: JsonInt | None = None
+    enabled: JsonBool | None = None
     field_mappings: dict[str, str] | None = None
     data_filters: dict[str, Any] | None = None
-    requests_per_minute: int | None = None
+    requests_per_minute: JsonInt | None = None
     tags: list[str] | None = None
 
 

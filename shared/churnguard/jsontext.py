@@ -18,11 +18,12 @@ _SURROGATE_ESCAPE = re.compile(rb"\\u[dD][89a-fA-F]")
 
 
 class JsonTextError(ValueError):
-    """The bytes are not strict JSON text; the message says why without quoting them."""
+    """The bytes are not strict JSON text. The message is a predicate (\"is not UTF-8\") for the caller
+    to name its subject, and never quotes the bytes."""
 
 
 def _refuse_constant(name: str) -> Any:
-    raise JsonTextError(f"{name} is not a JSON value")
+    raise JsonTextError(f"holds {name}, which is not a JSON value")
 
 
 def loads_strict(body: bytes) -> Any:
@@ -31,16 +32,16 @@ def loads_strict(body: bytes) -> Any:
     try:
         text = body.decode("utf-8")
     except UnicodeDecodeError:
-        raise JsonTextError("the body is not UTF-8") from None
+        raise JsonTextError("is not UTF-8") from None
     try:
         document = json.loads(text, parse_constant=_refuse_constant)
     except JsonTextError:
         raise
     except ValueError as exc:
-        raise JsonTextError(f"the body is not valid JSON (at character {getattr(exc, 'pos', 0)})") from None
+        raise JsonTextError(f"is not valid JSON (at character {getattr(exc, 'pos', 0)})") from None
     if _SURROGATE_ESCAPE.search(body):
         try:
             json.dumps(document, ensure_ascii=False).encode("utf-8")
         except UnicodeEncodeError:
-            raise JsonTextError("the body's JSON text has an unpaired surrogate escape") from None
+            raise JsonTextError("has an unpaired surrogate escape") from None
     return document

@@ -20,6 +20,7 @@ from pydantic import (
     ConfigDict,
     Field,
     SecretStr,
+    Strict,
     StringConstraints,
     field_validator,
     model_validator,
@@ -151,6 +152,12 @@ def new_integration_id() -> str:
     return f"int_{secrets.token_hex(10)}"
 
 
+# JSON numbers and booleans as themselves in request bodies: lax validation would take `true` for 1
+# and "5" for 5, which the OpenAPI document (integer, boolean) does not allow.
+JsonInt = Annotated[int, Strict()]
+JsonBool = Annotated[bool, Strict()]
+
+
 class Model(BaseModel):
     """Base of the package's models. Schemas are built on first use rather than at import: a
     request touches a handful of models, and building all of them would cost every cold start
@@ -250,32 +257,32 @@ class CredentialsSummary(Model):
 
 class SyncConfiguration(StrictModel):
     sync_mode: DataSyncMode = DataSyncMode.INCREMENTAL
-    sync_frequency: int = Field(default=3600, ge=60, le=2_592_000, description="seconds between scheduled syncs")
-    batch_size: int = Field(default_factory=lambda: platform_settings().default_batch_size, ge=1, le=10_000)
-    retry_attempts: int = Field(default_factory=lambda: platform_settings().default_retry_attempts, ge=0, le=10)
-    retry_backoff: int = Field(default=60, ge=1, le=3600, description="seconds")
+    sync_frequency: JsonInt = Field(default=3600, ge=60, le=2_592_000, description="seconds between scheduled syncs")
+    batch_size: JsonInt = Field(default_factory=lambda: platform_settings().default_batch_size, ge=1, le=10_000)
+    retry_attempts: JsonInt = Field(default_factory=lambda: platform_settings().default_retry_attempts, ge=0, le=10)
+    retry_backoff: JsonInt = Field(default=60, ge=1, le=3600, description="seconds")
     data_filters: dict[FieldPath, Any] = Field(default_factory=dict, max_length=50)
     field_mappings: dict[FieldPath, FieldPath] = Field(default_factory=dict, max_length=500)
     incremental_field: Identifier = "updated_at"
     last_sync_timestamp: datetime | None = None
-    requests_per_minute: int = Field(default=60, ge=1, le=100_000)
-    concurrent_requests: int = Field(default=5, ge=1, le=100)
+    requests_per_minute: JsonInt = Field(default=60, ge=1, le=100_000)
+    concurrent_requests: JsonInt = Field(default=5, ge=1, le=100)
 
 
 class SyncConfigurationPatch(StrictModel):
     """A partial SyncConfiguration; omitted fields keep their current value."""
 
     sync_mode: DataSyncMode | None = None
-    sync_frequency: int | None = None
-    batch_size: int | None = None
-    retry_attempts: int | None = None
-    retry_backoff: int | None = None
+    sync_frequency: JsonInt | None = None
+    batch_size: JsonInt | None = None
+    retry_attempts: JsonInt | None = None
+    retry_backoff: JsonInt | None = None
     data_filters: dict[str, Any] | None = None
     field_mappings: dict[str, str] | None = None
     incremental_field: str | None = None
     last_sync_timestamp: datetime | None = None
-    requests_per_minute: int | None = None
-    concurrent_requests: int | None = None
+    requests_per_minute: JsonInt | None = None
+    concurrent_requests: JsonInt | None = None
 
 
 SourceQuery = Annotated[str, StringConstraints(strip_whitespace=True, min_length=1, max_length=20_000)]
@@ -354,9 +361,9 @@ class RestPagination(StrictModel):
     cursor_path: DottedPath = Field(default="", description="dotted path to the next cursor in each response")
     offset_param: ParamName = "offset"
     page_param: ParamName = "page"
-    start_page: int = Field(default=1, ge=0, le=1_000_000)
+    start_page: JsonInt = Field(default=1, ge=0, le=1_000_000)
     size_param: ParamName | None = "limit"
-    page_size: int = Field(default=100, ge=1, le=10_000)
+    page_size: JsonInt = Field(default=100, ge=1, le=10_000)
 
     @model_validator(mode="after")
     def _cursor_path_for_cursor(self) -> RestPagination:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import base64
 import json
 from collections.abc import Iterator
 from dataclasses import dataclass
@@ -81,6 +82,8 @@ class ManagementApi:
         raw_body: str | None = None,
         query: dict[str, str] | None = None,
         auth_error: str | None = None,
+        headers: dict[str, str] | None = None,
+        base64_body: bytes | None = None,
     ) -> ApiResponse:
         authorizer: dict[str, str] = (
             {"organization_id": org, "key_id": "key_000000000000"}
@@ -90,7 +93,11 @@ class ManagementApi:
                 "auth_error": auth_error or "missing_api_key",
             }
         )
-        event = http_event(method, path, body=body, raw_body=raw_body, query=query, authorizer=authorizer)
+        event = http_event(
+            method, path, body=body, raw_body=raw_body, query=query, headers=headers, authorizer=authorizer
+        )
+        if base64_body is not None:
+            event["body"], event["isBase64Encoded"] = base64.b64encode(base64_body).decode(), True
         result = self.module.lambda_handler(event, LambdaContextStub())
         raw = result.get("body") or ""
         content_type = (result.get("headers") or {}).get("Content-Type", "")

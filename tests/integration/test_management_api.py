@@ -231,6 +231,47 @@ def test_every_bad_input_gets_its_status_and_one_error_shape(
     assert response.body["error"]["message"]
 
 
+@pytest.mark.parametrize(
+    ("kwargs", "status_with_key", "code"),
+    [
+        ({"base64_body": b"\xff"}, 400, "bad_request"),
+        ({"base64_body": b'{"integration_name": "\xc3\x28"}'}, 400, "bad_request"),
+        ({"raw_body": '{"integration_name": "\\ud800"}'}, 400, "bad_request"),
+        ({"raw_body": '{"integration_name": NaN}'}, 400, "bad_request"),
+        ({"raw_body": "{}", "headers": {"content-type": "text/plain"}}, 415, "unsupported_media_type"),
+        ({"raw_body": "", "headers": {"content-type": "text/plain"}}, 415, "unsupported_media_type"),
+        ({"raw_body": "a=1", "headers": {"content-type": "application/x-www-form-urlencoded"}}, 415, None),
+        ({"raw_body": "{}", "headers": {"content-type": "multipart/form-data; boundary=x"}}, 415, None),
+        ({"raw_body": "{}", "headers": {"content-type": "application/json; charset=latin-1"}}, 415, None),
+    ],
+)
+@pytest.mark.parametrize("path", ["/api/integrations", "/api/keys"])
+def test_undecodable_bodies_and_foreign_content_types_are_401_without_a_key_and_400_or_415_with_one(
+    api: ManagementApi,
+    capsys: pytest.CaptureFixture[str],
+    path: str,
+    kwargs: dict[str, Any],
+    status_with_key: int,
+    code: str | None,
+) -> None:
+    """Request validation used to meet these before the key check, and answered 500."""
+    stranger = api.call("POST", path, org=None, **kwargs)
+    assert stranger.status == 401 and stranger.body["error"]["code"] == "unauthorized"
+    member = api.call("POST", path, **kwargs)
+    assert member.status == status_with_key, member.body
+    assert set(member.body["error"]) == {"code", "message", "details"}
+    assert member.body["error"]["code"] == (code or "unsupported_media_type")
+    assert "Traceback" not in capsys.readouterr().out
+    assert api.call("GET", "/api/integrations").body["items"] == [], "nothing was written"
+
+
+def test_a_json_body_with_charset_utf8_is_accepted(api: ManagementApi) -> None:
+    response = api.call(
+        "POST", "/api/keys", raw_body='{"name": "ci"}', headers={"content-type": "application/json; charset=UTF-8"}
+    )
+    assert response.status == 201, response.body
+
+
 def test_422_names_each_invalid_field(api: ManagementApi) -> None:
     response = api.call(
         "POST",

@@ -453,6 +453,20 @@ def test_secret_rotation_has_a_grace_period(hooks: Hooks) -> None:
     )
 
 
+@pytest.mark.parametrize("value", [True, "3600", 3600.5])
+def test_numbers_and_booleans_must_be_json_numbers_and_booleans(hooks: Hooks, value: Any) -> None:
+    """Lax validation took `true` for 1 second of grace and "3600" for 3600; the document says integer."""
+    created = hooks.endpoint(provider="stripe", secret_key=STRIPE_SECRET)
+    path = f"/api/webhooks/endpoints/{created['endpoint_id']}"
+    body = {"secret_key": "whsec_new_" + "n" * 30, "grace_period_seconds": value}
+    rotated = hooks.api.call("POST", f"{path}/rotate-secret", body=body)
+    assert rotated.status == 422, rotated.body
+    assert [f["field"] for f in rotated.body["error"]["details"]["fields"]] == ["grace_period_seconds"]
+    patched = hooks.api.call("PATCH", path, body={"hubspot_allow_legacy_signatures": 1})
+    assert patched.status == 422, patched.body
+    assert hooks.api.call("GET", path).body["version"] == created["version"], "nothing changed"
+
+
 def test_hubspot_sendgrid_mailchimp_salesforce_and_custom(hooks: Hooks) -> None:
     keys = SendGridKeys.generate()
     hooks.endpoint(provider="hubspot", secret_key=HUBSPOT_SECRET)

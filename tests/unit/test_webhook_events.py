@@ -27,8 +27,8 @@ EXTERNAL_ENTITY = b"""<?xml version="1.0"?><!DOCTYPE x [<!ENTITY xxe SYSTEM "fil
         (b"[]", "one event object"),
         (b'{"id": "evt_1", "type": "x", "data": "\\ud800"}', "unpaired surrogate"),
         (b'{"id": "evt_1", "type": "x", "data": {"k\\udfff": 1}}', "unpaired surrogate"),
-        (b'{"id": "evt_1", "type": "x", "amount": NaN}', "NaN is not a JSON value"),
-        (b'{"id": "evt_1", "type": "x", "amount": -Infinity}', "Infinity is not a JSON value"),
+        (b'{"id": "evt_1", "type": "x", "amount": NaN}', "NaN, which is not a JSON value"),
+        (b'{"id": "evt_1", "type": "x", "amount": -Infinity}', "Infinity, which is not a JSON value"),
     ],
 )
 def test_hostile_or_malformed_json_is_refused(body: bytes, message: str) -> None:

@@ -76,10 +76,18 @@ def test_a_timestamp_of_non_ascii_digits_is_a_signature_error_not_a_crash(timest
     headers = {**standard_headers(BODY), "webhook-timestamp": timestamp}
     with pytest.raises(SignatureError, match="timestamp"):
         signatures.verify_standard_webhooks(BODY, lower(headers), [STANDARD_SECRET], NOW)
-    hubspot = {**lower(hubspot_v3_headers(BODY, "https://hooks.example.com/x")), "x-hubspot-request-timestamp": timestamp}
+    hubspot = {
+        **lower(hubspot_v3_headers(BODY, "https://hooks.example.com/x")),
+        "x-hubspot-request-timestamp": timestamp,
+    }
     with pytest.raises(SignatureError, match="timestamp"):
         signatures.verify_hubspot(
-            BODY, hubspot, method="POST", uri="https://hooks.example.com/x", secrets=[HUBSPOT_SECRET], now=NOW,
+            BODY,
+            hubspot,
+            method="POST",
+            uri="https://hooks.example.com/x",
+            secrets=[HUBSPOT_SECRET],
+            now=NOW,
             allow_legacy=False,
         )
 

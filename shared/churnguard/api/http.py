@@ -7,8 +7,9 @@ passed on without the offending input, which may be a secret.
 from __future__ import annotations
 
 import base64
+import binascii
 import json
-from collections.abc import Callable
+from collections.abc import Mapping
 from typing import Any, cast
 
 from aws_lambda_powertools import Logger
@@ -26,11 +27,14 @@ from churnguard.errors import (
     ChurnGuardError,
     PayloadTooLargeError,
     UnauthorizedError,
+    UnsupportedMediaTypeError,
 )
+from churnguard.jsontext import JsonTextError, loads_strict
 
 logger = Logger(child=True)
 
 PUBLIC_ROUTES = frozenset({"/api/docs", "/api/openapi.json"})
+BODY_METHODS = frozenset({"POST", "PUT", "PATCH"})
 OPENAPI_INFO: dict[str, Any] = {
     "title": "ChurnGuard Integrations management API",
     "version": __version__,
@@ -44,18 +48,24 @@ _AUTH_MESSAGES = {
 }
 
 
+def error_body(code: str, message: str, details: Any = None) -> str:
+    return json.dumps({"error": {"code": code, "message": message, "details": details or {}}})
+
+
 def error_response(status: int, code: str, message: str, details: Any = None) -> Response[str]:
     return Response(
-        status_code=status,
-        content_type=content_types.APPLICATION_JSON,
-        body=json.dumps({"error": {"code": code, "message": message, "details": details or {}}}),
+        status_code=status, content_type=content_types.APPLICATION_JSON, body=error_body(code, message, details)
     )
 
 
 def caller_organization(app: BaseRouter) -> str:
     """The organisation of the API key that made this request, as the authorizer proved it."""
-    event = cast(APIGatewayProxyEventV2, app.current_event)
-    context = event.request_context.authorizer.get_lambda or {}
+    return _organization(cast(APIGatewayProxyEventV2, app.current_event).raw_event)
+
+
+def _organization(event: Mapping[str, Any]) -> str:
+    """The organisation the authorizer proved for this request, or UnauthorizedError."""
+    context = ((event.get("requestContext") or {}).get("authorizer") or {}).get("lambda") or {}
     organization_id = context.get("organization_id")
     if not organization_id:
         reason = context.get("auth_error", "missing_api_key")
@@ -63,35 +73,80 @@ def caller_organization(app: BaseRouter) -> str:
     return str(organization_id)
 
 
-def _raw_body(app: BaseRouter) -> bytes:
-    event = app.current_event
+def _raw_body(event: Mapping[str, Any]) -> bytes:
     body = event.get("body") or ""
-    return base64.b64decode(body) if event.get("isBase64Encoded") else body.encode()
+    if not event.get("isBase64Encoded"):
+        return str(body).encode("utf-8", "surrogatepass")
+    try:
+        return base64.b64decode(body, validate=True)
+    except (binascii.Error, ValueError):
+        raise BadRequestError("request body is not valid base64") from None
 
 
-def _precheck(app: BaseRouter) -> None:
-    """Authentication, body size and JSON syntax, which outrank field validation."""
-    if app.current_event.path not in PUBLIC_ROUTES:
-        caller_organization(app)
-    body = _raw_body(app)
+def _media_type(event: Mapping[str, Any]) -> tuple[str, str | None] | None:
+    """The request's media type and charset, or None when it sent no Content-Type."""
+    headers = {str(name).lower(): str(value) for name, value in (event.get("headers") or {}).items()}
+    if "content-type" not in headers:
+        return None
+    media_type, *parameters = headers["content-type"].split(";")
+    charset = None
+    for parameter in parameters:
+        name, _, value = parameter.partition("=")
+        if name.strip().lower() == "charset":
+            charset = value.strip().strip('"').lower()
+    return media_type.strip().lower(), charset
+
+
+def precheck(event: Mapping[str, Any]) -> None:
+    """Authentication, then body size, media type and JSON text: what outranks field validation.
+
+    Runs before routing and validation, so a stranger learns nothing about a route's fields and no
+    malformed body reaches a parser that would fail with anything but the API's own errors.
+    """
+    path = (event.get("requestContext") or {}).get("http", {}).get("path") or event.get("rawPath") or ""
+    if path not in PUBLIC_ROUTES:
+        _organization(event)
+    body = _raw_body(event)
     limit = platform_settings().management_max_body_bytes
     if len(body) > limit:
         raise PayloadTooLargeError(f"request body is {len(body)} bytes; the limit is {limit}", {"limit_bytes": limit})
+    method = str((event.get("requestContext") or {}).get("http", {}).get("method") or "").upper()
+    media = _media_type(event)
+    if media is not None and (body or method in BODY_METHODS):
+        media_type, charset = media
+        if media_type != content_types.APPLICATION_JSON or charset not in (None, "utf-8", "utf8"):
+            raise UnsupportedMediaTypeError(
+                "request bodies must be application/json in UTF-8", {"content_type": media_type[:100]}
+            )
     if body.strip():
         try:
-            json.loads(body)
-        except ValueError as exc:
-            raise BadRequestError("request body is not valid JSON", {"position": getattr(exc, "pos", None)}) from None
+            loads_strict(body)
+        except JsonTextError as exc:
+            raise BadRequestError(f"request body {exc}") from None
+        except RecursionError:
+            raise BadRequestError("request body nests too deeply") from None
 
 
-def _guard(app: APIGatewayHttpResolver, next_middleware: Callable[..., Response[str]]) -> Response[str]:
-    _precheck(app)
-    return next_middleware(app)
+class ManagementResolver(APIGatewayHttpResolver):
+    """Powertools' HTTP API resolver with the prechecks run first: its own request validation
+    would otherwise meet an undecodable body or a foreign content type before the key check."""
+
+    def resolve(self, event: dict[str, Any], context: Any) -> dict[str, Any]:
+        try:
+            precheck(event)
+        except ChurnGuardError as refusal:
+            return {
+                "statusCode": refusal.status_code,
+                "headers": {"Content-Type": content_types.APPLICATION_JSON},
+                "body": error_body(refusal.code, refusal.message, refusal.details),
+                "isBase64Encoded": False,
+                "cookies": [],
+            }
+        return super().resolve(event, context)
 
 
 def build_app(*routers: Any) -> APIGatewayHttpResolver:
-    app = APIGatewayHttpResolver(enable_validation=True)
-    app.use(middlewares=[_guard])
+    app = ManagementResolver(enable_validation=True)
     for router in routers:
         app.include_router(router)
 
@@ -114,13 +169,6 @@ def build_app(*routers: Any) -> APIGatewayHttpResolver:
 
     @app.exception_handler(RequestValidationError)
     def invalid_request(exc: RequestValidationError) -> Response[str]:
-        # Powertools validates before any middleware runs; the prechecks still take precedence.
-        try:
-            _precheck(app)
-        except ChurnGuardError as precheck_error:
-            return error_response(
-                precheck_error.status_code, precheck_error.code, precheck_error.message, precheck_error.details
-            )
         fields = [
             {
                 "field": ".".join(str(p) for p in error.get("loc", ()) if p != "body") or "body",

@@ -59,7 +59,7 @@ def load_json(body: bytes) -> Any:
     except RecursionError:
         raise ParseError(f"the JSON nests deeper than {MAX_JSON_DEPTH} levels") from None
     except JsonTextError as exc:
-        raise ParseError(str(exc)) from None
+        raise ParseError(f"the body {exc}") from None
     _check_depth(document)
     return document
 

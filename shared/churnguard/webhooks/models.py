@@ -12,7 +12,17 @@ from typing import Annotated, Any, Literal
 
 from pydantic import Field, StringConstraints, field_validator, model_validator
 
-from churnguard.models import FieldPath, Model, OrganizationId, ProviderName, Secret, StrictModel, utc_now
+from churnguard.models import (
+    FieldPath,
+    JsonBool,
+    JsonInt,
+    Model,
+    OrganizationId,
+    ProviderName,
+    Secret,
+    StrictModel,
+    utc_now,
+)
 from churnguard.webhooks.signatures import check_sendgrid_public_key
 
 
@@ -67,7 +77,7 @@ class EndpointOptions(StrictModel):
     status: EndpointStatus = "active"
     sendgrid_public_key: Annotated[str, StringConstraints(strip_whitespace=True, max_length=2048)] | None = None
     salesforce_organization_id: SalesforceOrganizationId | None = None
-    hubspot_allow_legacy_signatures: bool = False
+    hubspot_allow_legacy_signatures: JsonBool = False
     custom_scheme: CustomScheme = CustomScheme.STANDARD_WEBHOOKS
     signature_header: HeaderName | None = None
     signature_encoding: SignatureEncoding = SignatureEncoding.HEX
@@ -104,7 +114,7 @@ class WebhookEndpointUpdateRequest(StrictModel):
     status: str | None = None
     sendgrid_public_key: str | None = None
     salesforce_organization_id: str | None = None
-    hubspot_allow_legacy_signatures: bool | None = None
+    hubspot_allow_legacy_signatures: JsonBool | None = None
     custom_scheme: str | None = None
     signature_header: str | None = None
     signature_encoding: str | None = None
@@ -119,7 +129,7 @@ class WebhookEndpointUpdateRequest(StrictModel):
 
 class RotateSecretRequest(StrictModel):
     secret_key: Secret
-    grace_period_seconds: int = Field(default=86_400, ge=0, le=7 * 86_400)
+    grace_period_seconds: JsonInt = Field(default=86_400, ge=0, le=7 * 86_400)
 
 
 class SecretSummary(Model):
