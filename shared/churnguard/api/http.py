@@ -131,7 +131,7 @@ class ManagementResolver(APIGatewayHttpResolver):
     """Powertools' HTTP API resolver with the prechecks run first: its own request validation
     would otherwise meet an undecodable body or a foreign content type before the key check."""
 
-    def resolve(self, event: dict[str, Any], context: Any) -> dict[str, Any]:
+    def resolve(self, event: Mapping[str, Any], context: Any) -> dict[str, Any]:
         try:
             precheck(event)
         except ChurnGuardError as refusal:
