@@ -54,6 +54,7 @@ NOT_FOUND = _json_response(404, "Not Found")
 UNAUTHORIZED = _json_response(401, "Unauthorized")
 FORBIDDEN = _json_response(403, "Forbidden")
 TOO_LARGE = _json_response(413, "Request Entity Too Large")
+METHOD_NOT_ALLOWED = _json_response(405, "Method Not Allowed")
 INTERNAL_ERROR = _json_response(500, "Internal Server Error")
 
 
@@ -513,15 +514,20 @@ def _handler_class(server: GatewayServer) -> type[BaseHTTPRequestHandler]:
             )
             started = time.monotonic()
             response = gateway.handle(request)
+            # The path only: a query string can carry a secret (Mailchimp's ?token=).
             logger.info(
                 "%s %s %s -> %d (%.0f ms)",
                 server.logical_id,
                 self.command,
-                self.path,
+                urlsplit(self.path).path,
                 response.status,
                 (time.monotonic() - started) * 1000,
             )
             self._send(response)
+
+        def _method_not_allowed(self) -> None:
+            self.close_connection = True
+            self._send(METHOD_NOT_ALLOWED)
 
         def _read_body(self) -> bytes | None:
             if "chunked" in self.headers.get("Transfer-Encoding", "").lower():
@@ -555,5 +561,12 @@ def _handler_class(server: GatewayServer) -> type[BaseHTTPRequestHandler]:
             return None
 
         do_GET = do_POST = do_PUT = do_PATCH = do_DELETE = do_HEAD = do_OPTIONS = _serve
+
+        def __getattr__(self, name: str) -> Any:
+            # http.server answers a method without a do_ handler (TRACE, CONNECT, ...) with an
+            # HTML 501; API Gateway answers them in its own JSON shape.
+            if name.startswith("do_"):
+                return self._method_not_allowed
+            raise AttributeError(name)
 
     return Handler

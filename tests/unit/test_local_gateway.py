@@ -336,3 +336,47 @@ def test_build_http_api_from_sam_properties() -> None:
     assert api.authorizers["Jwt"].problem is not None
     with pytest.raises(ValueError, match="unknown authorizer"):
         build_http_api("Api", "id1", auth, [("A", {"Path": "/a", "Method": "GET", "Auth": {"Authorizer": "Nope"}})])
+
+
+@pytest.fixture
+def served() -> Any:
+    """A gateway server on an ephemeral 127.0.0.1 port, with one route that echoes its query."""
+    from local.gateway import GatewayServer
+
+    server = GatewayServer("Api", 0)
+    answers = {"Fn": lambda event: {"statusCode": 200, "body": event.get("rawQueryString", "")}}
+    server.start(gateway([Route("GET", "/x", "Fn")], answers))
+    try:
+        yield server
+    finally:
+        server.stop()
+
+
+@pytest.mark.parametrize("method", ["TRACE", "CONNECT", "PROPFIND", "BREW"])
+def test_unsupported_methods_get_the_gateways_405_json_not_an_html_501(served: Any, method: str) -> None:
+    import http.client
+
+    connection = http.client.HTTPConnection("127.0.0.1", served.port, timeout=5)
+    try:
+        connection.request(method, "/x")
+        response = connection.getresponse()
+        assert response.status == 405
+        assert response.getheader("Content-Type") == "application/json"
+        assert json.loads(response.read()) == {"message": "Method Not Allowed"}
+    finally:
+        connection.close()
+
+
+def test_the_gateway_logs_the_path_but_never_the_query(served: Any, caplog: pytest.LogCaptureFixture) -> None:
+    import http.client
+
+    connection = http.client.HTTPConnection("127.0.0.1", served.port, timeout=5)
+    try:
+        with caplog.at_level("INFO", logger="local.gateway"):
+            connection.request("GET", "/x?token=mailchimp-secret-token-1234")
+            response = connection.getresponse()
+            assert response.read() == b"token=mailchimp-secret-token-1234"
+    finally:
+        connection.close()
+    assert any("GET /x -> 200" in message for message in caplog.messages), caplog.messages
+    assert "mailchimp-secret-token-1234" not in caplog.text

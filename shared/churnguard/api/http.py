@@ -42,6 +42,39 @@ OPENAPI_INFO: dict[str, Any] = {
     "security_schemes": {"apiKey": HTTPBearer(description="A ChurnGuard API key, cg_...")},
     "security": [{"apiKey": []}],
 }
+ERROR_RESPONSE_REF = "#/components/schemas/ErrorResponse"
+ERROR_RESPONSE_SCHEMA: dict[str, Any] = {
+    "title": "ErrorResponse",
+    "type": "object",
+    "required": ["error"],
+    "additionalProperties": False,
+    "properties": {
+        "error": {
+            "type": "object",
+            "required": ["code", "message", "details"],
+            "additionalProperties": False,
+            "properties": {
+                "code": {"type": "string", "description": "stable, machine-readable: bad_request, not_found, ..."},
+                "message": {"type": "string", "description": "what went wrong, for people"},
+                "details": {
+                    "description": "what it concerns; a 422 lists each invalid field under `fields`",
+                    "type": ["object", "array"],
+                },
+            },
+        }
+    },
+}
+ERROR_DESCRIPTIONS = {
+    400: "The body is not JSON text in UTF-8, or a query value (such as next_token) was not issued by this API",
+    401: "No API key, or one that is invalid or revoked",
+    403: "The body names an organisation other than the key's",
+    404: "Nothing with that id in the key's organisation",
+    409: "The change conflicts with the current state (a name in use, a sync already running, ...)",
+    413: "The body is larger than the API accepts",
+    415: "The body is not application/json",
+    422: "A field is invalid; details.fields names each",
+    503: "An AWS dependency did not answer; nothing was changed and the request may be retried",
+}
 _AUTH_MESSAGES = {
     "missing_api_key": "an API key is required: send Authorization: Bearer <key>",
     "invalid_api_key": "the API key is invalid or has been revoked",
@@ -145,6 +178,52 @@ class ManagementResolver(APIGatewayHttpResolver):
         return super().resolve(event, context)
 
 
+def document_errors(document: dict[str, Any]) -> dict[str, Any]:
+    """Adds to every operation the error statuses it can answer, in the API's one error shape.
+
+    Powertools documents only the success status and its own 422 shape. Which errors an
+    operation can meet follows from what it is: every one checks the key and the body (401, 400,
+    413, 415), validates (422) and may find AWS unavailable (503); one with a path parameter may
+    find nothing there (404); one that changes state may conflict with the state it finds (409);
+    one whose body can name an organisation refuses any but the caller's (403). A 204 has no body.
+    """
+    schemas = document.setdefault("components", {}).setdefault("schemas", {})
+    schemas.pop("HTTPValidationError", None)
+    schemas.pop("ValidationError", None)
+    schemas["ErrorResponse"] = ERROR_RESPONSE_SCHEMA
+    for path, item in document.get("paths", {}).items():
+        for method, operation in item.items():
+            statuses = {400, 401, 413, 415, 422, 503}
+            if "{" in path:
+                statuses.add(404)
+            if method in {"post", "put", "patch", "delete"}:
+                statuses.add(409)
+            if "organization_id" in _body_properties(operation, schemas):
+                statuses.add(403)
+            responses = operation.setdefault("responses", {})
+            for status in sorted(statuses):
+                responses[str(status)] = {
+                    "description": ERROR_DESCRIPTIONS[status],
+                    "content": {content_types.APPLICATION_JSON: {"schema": {"$ref": ERROR_RESPONSE_REF}}},
+                }
+            if "204" in responses:
+                responses["204"].pop("content", None)
+    return document
+
+
+def _body_properties(operation: dict[str, Any], schemas: dict[str, Any]) -> set[str]:
+    schema = operation.get("requestBody", {}).get("content", {}).get(content_types.APPLICATION_JSON, {}).get("schema")
+    candidates = [schema] if schema else []
+    names: set[str] = set()
+    while candidates:
+        candidate = candidates.pop()
+        if "$ref" in candidate:
+            candidate = schemas.get(candidate["$ref"].rsplit("/", 1)[-1], {})
+        names.update(candidate.get("properties", {}))
+        candidates.extend(candidate.get("anyOf", []) + candidate.get("allOf", []) + candidate.get("oneOf", []))
+    return names
+
+
 def build_app(*routers: Any) -> APIGatewayHttpResolver:
     app = ManagementResolver(enable_validation=True)
     for router in routers:
@@ -153,13 +232,13 @@ def build_app(*routers: Any) -> APIGatewayHttpResolver:
     app.configure_openapi(**OPENAPI_INFO)
     app.enable_swagger(path="/api/docs", **OPENAPI_INFO)
 
+    document: list[str] = []
+
     @app.get("/api/openapi.json", include_in_schema=False)
     def openapi_document() -> Response[str]:
-        return Response(
-            status_code=200,
-            content_type=content_types.APPLICATION_JSON,
-            body=app.get_openapi_json_schema(**OPENAPI_INFO),
-        )
+        if not document:
+            document.append(json.dumps(document_errors(json.loads(app.get_openapi_json_schema(**OPENAPI_INFO)))))
+        return Response(status_code=200, content_type=content_types.APPLICATION_JSON, body=document[0])
 
     @app.exception_handler(ChurnGuardError)
     def domain_error(exc: ChurnGuardError) -> Response[str]:
