@@ -1,4 +1,5 @@
-"""Server-side request forgery guard for URLs that customers configure (REST ingestion rules).
+"""Server-side request forgery guard for the addresses customers configure: REST ingestion rules,
+SaaS base URLs and database hosts.
 
 A customer-supplied URL must not reach this account's own network: loopback, link-local
 (169.254.0.0/16 holds the instance metadata service), private ranges, and addresses no public
@@ -8,14 +9,17 @@ any of its addresses is. The deploy parameter AllowPrivateNetworkSources
 (ALLOW_PRIVATE_NETWORK_SOURCES=true) lifts the rule for private and loopback addresses, for
 sources inside a VPC and for the local cloud; the metadata address stays refused even then.
 
-Names are checked when a rule is registered and before every poll, and the REST connector checks
-the address each connection actually reached (`refusal_for_address`), so a DNS answer that
-changes between the check and the connection (rebinding) is caught too.
+Address literals in every spelling are refused at registration without resolving anything
+(`refusal_for_host`). Names are checked before every connection: the REST connector checks the
+address each connection actually reached (`refusal_for_address`) and database connectors connect
+to an address this module resolved and allowed (`allowed_addresses`), so a DNS answer that changes
+between the check and the connection (rebinding) is caught too.
 """
 
 from __future__ import annotations
 
 import ipaddress
+import re
 import socket
 from urllib.parse import urlsplit
 
@@ -34,6 +38,7 @@ METADATA_ADDRESSES = frozenset(
 _SHARED = ipaddress.ip_network("100.64.0.0/10")  # carrier-grade NAT, RFC 6598
 _NAT64 = ipaddress.ip_network("64:ff9b::/96")
 _NAT64_LOCAL = ipaddress.ip_network("64:ff9b:1::/48")
+_NUMERIC_IPV4 = re.compile(r"(0[xX][0-9a-fA-F]+|[0-9]+)(\.(0[xX][0-9a-fA-F]+|[0-9]+)){0,3}")
 
 
 class BlockedAddressError(ValueError):
@@ -96,6 +101,31 @@ def refusal_for_address(address: str, *, allow_private: bool | None = None) -> s
     return None if reason is None else f"{parsed} {reason}"
 
 
+def literal_address(host: str) -> IpAddress | None:
+    """The address `host` names without any DNS: an IPv6 or IPv4 literal, including the forms
+    inet_aton accepts (2852039166, 0xA9FEA9FE, 0251.0376.0251.0376, 169.254.43518), which
+    resolvers and database drivers connect to as written. None for a host name."""
+    text = host.strip().removeprefix("[").removesuffix("]").split("%", 1)[0]
+    try:
+        return ipaddress.ip_address(text)
+    except ValueError:
+        pass
+    # inet_aton also takes "1.2.3.4 anything"; only the characters of a numeric form may pass.
+    if not _NUMERIC_IPV4.fullmatch(text):
+        return None
+    try:
+        return ipaddress.IPv4Address(socket.inet_aton(text))
+    except OSError:
+        return None
+
+
+def refusal_for_host(host: str, *, allow_private: bool | None = None) -> str | None:
+    """Why a source may not use `host` when it is an address literal, without resolving
+    anything: registration checks this, and a host name is checked when connecting."""
+    address = literal_address(host)
+    return None if address is None else refusal_for_address(str(address), allow_private=allow_private)
+
+
 def resolve(host: str, port: int) -> list[str]:
     """Every address `host` resolves to (an IP literal resolves to itself)."""
     try:
@@ -116,9 +146,17 @@ def check_url(url: str, *, allow_private: bool | None = None) -> None:
         port = parts.port or (443 if parts.scheme == "https" else 80)
     except ValueError:
         raise BlockedAddressError("has an invalid port") from None
+    allowed_addresses(host, port, allow_private=allow_private)
+
+
+def allowed_addresses(host: str, port: int, *, allow_private: bool | None = None) -> list[str]:
+    """Every address `host` resolves to, when all of them may be reached; else BlockedAddressError.
+    A connection made to one of these (not to the name again) cannot be rebound by DNS."""
     allowed = private_networks_allowed() if allow_private is None else allow_private
-    for address in resolve(host, port):
+    addresses = resolve(host, port)
+    for address in addresses:
         reason = refusal_for_address(address, allow_private=allowed)
         if reason is not None:
             advice = "" if allowed else "; private networks are refused unless the deployment allows them"
             raise BlockedAddressError(f"host {host!r} resolves to {reason}{advice}")
+    return addresses

@@ -4,6 +4,10 @@ As the seed configures them: `base_url` is `host:port`, credentials are `basic_a
 password) with `custom_fields.database`; further `custom_fields` carry driver options such as
 TLS for managed databases. A CA bundle may be given as a path or as the PEM text itself (RDS and
 Atlas publish theirs), which is written once to a private temporary file.
+
+The host is resolved and checked by `netguard` before any connection: link-local and metadata
+addresses never, private ones only where the deployment allows them. Drivers connect to the
+address that was checked where they can (see each connector).
 """
 
 from __future__ import annotations
@@ -17,6 +21,7 @@ from typing import Any
 
 import orjson
 
+from churnguard import netguard
 from churnguard.connectors.base import CheckStatus, Connector, SourceError, Stream
 from churnguard.models import DataSyncMode, IntegrationConfiguration, IntegrationCredentials, SourceOptions
 
@@ -29,6 +34,8 @@ class DatabaseSettings:
     username: str = field(repr=False)
     password: str = field(repr=False)
     options: dict[str, str] = field(repr=False, default_factory=dict)
+    # The address the guard allowed, to connect to instead of resolving `host` again.
+    connect_address: str = ""
 
     @property
     def address(self) -> str:
@@ -47,9 +54,15 @@ def database_settings(
         raise SourceError(
             CheckStatus.INVALID_CONFIGURATION, "credentials need custom_fields.database, the database to read"
         )
+    host, port_number = host.strip("[]"), int(port)
+    try:
+        addresses = netguard.allowed_addresses(host, port_number)
+    except netguard.BlockedAddressError as exc:
+        raise SourceError(CheckStatus.INVALID_CONFIGURATION, f"base_url {exc}") from None
     return DatabaseSettings(
-        host=host.strip("[]"),
-        port=int(port),
+        host=host,
+        port=port_number,
+        connect_address=addresses[0],
         database=database,
         username=credentials.username.get_secret_value() if credentials.username else "",
         password=credentials.password.get_secret_value() if credentials.password else "",
@@ -118,8 +131,13 @@ def table_stream(
 class DatabaseConnector(Connector):
     """A connector to a database configured the seed's way: host:port, basic_auth, custom_fields."""
 
+    _database_settings: DatabaseSettings | None = None
+
     def _settings(self) -> DatabaseSettings:
-        return database_settings(self.config, self.credentials)
+        """Read and checked once per connector: the host is resolved here, not per query."""
+        if self._database_settings is None:
+            self._database_settings = database_settings(self.config, self.credentials)
+        return self._database_settings
 
 
 def encoded_key_and_cursor(stream: Stream, row: dict[str, Any]) -> dict[str, Any]:

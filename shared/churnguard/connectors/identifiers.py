@@ -1,4 +1,9 @@
-"""Registration-time checks of the names a database integration will put into queries.
+"""Registration-time checks of the names a database integration will put into queries, and of
+the address any integration's `base_url` names.
+
+An address literal (in any spelling: 169.254.169.254, 2852039166, [::ffff:169.254.169.254]) that
+sources may not reach is refused here, with no DNS lookup; a host name is checked when the
+connector connects, against the addresses it resolves to then (see `netguard`).
 
 Connectors quote every identifier (psycopg2.sql, backticks) and pass every value as a parameter,
 so a hostile name cannot change a query. These rules make such a name fail early and clearly, at
@@ -18,7 +23,9 @@ registration, with a 422 naming the field, instead of at the first sync. No driv
 from __future__ import annotations
 
 import re
+from urllib.parse import urlsplit
 
+from churnguard import netguard
 from churnguard.errors import ValidationFailedError
 from churnguard.models import DATABASE_PROVIDERS, IntegrationSettings, ProviderName
 from churnguard.pipeline.mapping import RowFilter, scoped
@@ -52,11 +59,25 @@ _ENTITY_RULE = "entity names are lower-case snake_case"
 def source_problems(settings: IntegrationSettings) -> list[dict[str, str]]:
     """Every problem with the names and filters of `settings`, as {field, message}; the
     messages never repeat the offending value."""
-    problems = _filter_problems(settings)
+    problems = _filter_problems(settings) + _address_problems(settings)
     if settings.provider_name in DATABASE_PROVIDERS:
         problems += _name_problems(settings)
         problems += _option_problems(settings)
     return problems
+
+
+def _address_problems(settings: IntegrationSettings) -> list[dict[str, str]]:
+    if not settings.base_url:
+        return []
+    if settings.provider_name in DATABASE_PROVIDERS:
+        host = settings.base_url.rpartition(":")[0]
+    else:
+        host = urlsplit(settings.base_url).hostname or ""
+    reason = netguard.refusal_for_host(host)
+    if reason is None:
+        return []
+    advice = "" if netguard.private_networks_allowed() else "; private networks need AllowPrivateNetworkSources"
+    return [{"field": "base_url", "message": f"sources may not connect to {reason}{advice}"}]
 
 
 def _filter_problems(settings: IntegrationSettings) -> list[dict[str, str]]:

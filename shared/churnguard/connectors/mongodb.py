@@ -64,6 +64,8 @@ class MongoConnector(DatabaseConnector):
         settings = self._settings()
         if self._client is None:
             options: dict[str, Any] = {
+                # The name, checked by the guard: TLS and replica-set discovery need it. Members a
+                # replica set announces later are the server's choice, not the tenant's.
                 "host": settings.host,
                 "port": settings.port,
                 "tz_aware": True,

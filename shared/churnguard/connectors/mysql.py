@@ -113,7 +113,9 @@ class MySqlConnector(DatabaseConnector):
         elif flag(settings.options.get("ssl")):
             ssl = {"check_hostname": False}
         conn = pymysql.connect(
-            host=settings.host,
+            # The checked address, unless a CA is given: PyMySQL verifies the certificate against
+            # the host it was asked to connect to, which must then be the name.
+            host=settings.host if ssl and "ca" in ssl else settings.connect_address,
             port=settings.port,
             user=settings.username,
             password=settings.password,

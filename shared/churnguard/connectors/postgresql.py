@@ -64,7 +64,9 @@ class PostgresConnector(DatabaseConnector):
             return self._conn
         settings = self._settings()
         arguments: dict[str, Any] = {
+            # libpq connects to hostaddr and keeps host for TLS verification: no second lookup.
             "host": settings.host,
+            "hostaddr": settings.connect_address,
             "port": settings.port,
             "dbname": settings.database,
             "user": settings.username,
