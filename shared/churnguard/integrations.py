@@ -143,6 +143,9 @@ class IntegrationService:
             self._scheduler.apply(after)
         return IntegrationView.of(after)
 
+    def has_credentials(self, organization_id: str, integration_id: str) -> bool:
+        return self._store.get_credentials_envelope(organization_id, integration_id) is not None
+
     def load_credentials(self, organization_id: str, integration_id: str) -> IntegrationCredentials:
         """Decrypted credentials, for connectors only; never for a response."""
         self._store.get(organization_id, integration_id)

@@ -688,3 +688,43 @@ def test_events_also_reach_the_analytics_api_when_it_is_configured(
     (record,) = [json.loads(line) for line in gzip.decompress(request["body"]).splitlines()]
     assert (record["record_id"], record["data"]["email"]) == ("cus_1", "an@example.com")
     assert [line["record_id"] for line in hooks.lake_lines()] == ["cus_1"]
+
+
+def test_connection_tests_report_credential_less_integrations_as_not_testable(
+    hooks: Hooks, postgres: Any, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A webhook endpoint's real-time integration has no credentials; it used to turn the whole
+    organisation's connection test, and its own, into a 404."""
+    from churnguard.api import syncs
+
+    monkeypatch.setenv("SYNC_STATE_MACHINE_ARN", "arn:aws:states:us-east-1:123456789012:stateMachine:unused")
+    syncs.launcher.cache_clear()
+    endpoint = hooks.endpoint(provider="stripe", secret_key=STRIPE_SECRET)
+    url = postgres.url
+    database = hooks.api.call(
+        "POST",
+        "/api/integrations",
+        body={
+            "integration_name": "Warehouse",
+            "provider_name": "postgresql",
+            "base_url": f"{url.host}:{url.port}",
+            "credentials": {
+                "credential_type": "basic_auth",
+                "username": url.user,
+                "password": url.password or "unused",
+                "custom_fields": {"database": url.database},
+            },
+        },
+    ).body
+    try:
+        everything = hooks.api.call("POST", "/api/system/test-connections")
+        assert everything.status == 200, everything.body
+        by_id = {item["integration_id"]: item for item in everything.body["items"]}
+        webhook_item = by_id[endpoint["integration_id"]]
+        assert webhook_item["check"] is None and "no credentials" in webhook_item["message"]
+        assert by_id[database["integration_id"]]["check"]["status"] == "ok"
+        assert (everything.body["ok"], everything.body["failed"], everything.body["not_testable"]) == (1, 0, 1)
+        single = hooks.api.call("POST", f"/api/integrations/{endpoint['integration_id']}/test-connection")
+        assert single.status == 200 and single.body["check"] is None
+    finally:
+        syncs.launcher.cache_clear()

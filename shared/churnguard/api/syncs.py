@@ -126,6 +126,11 @@ def _test(organization_id: str, view: Any) -> ConnectionTestResult:
     }
     if view.provider_name not in supported_providers():
         return ConnectionTestResult(**common, check=None, message="no connector can test this provider yet")
+    if not integration_service().has_credentials(organization_id, view.integration_id):
+        # A webhook endpoint's integration receives; it has nothing to connect with.
+        return ConnectionTestResult(
+            **common, check=None, message="nothing to test: the integration has no credentials to connect with"
+        )
     check = launcher().engine.test_connection(organization_id, view.integration_id)
     failed_auth = check.status is CheckStatus.AUTHENTICATION_FAILED
     if failed_auth != (view.status is IntegrationStatus.AUTHENTICATION_FAILED):
