@@ -37,6 +37,8 @@ def receiver() -> WebhookReceiver:
         settings=ReceiverSettings(
             max_payload_bytes=settings.webhook_max_payload_size,
             rate_limit_per_minute=settings.webhook_rate_limit_per_minute,
+            unverified_per_source_per_minute=settings.webhook_unverified_per_source_per_minute,
+            unverified_per_endpoint_per_minute=settings.webhook_unverified_per_endpoint_per_minute,
             signature_validation=settings.webhook_signature_validation,
         ),
     )

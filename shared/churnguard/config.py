@@ -52,6 +52,8 @@ class PlatformSettings:
     default_retry_attempts: int
     default_batch_size: int
     webhook_rate_limit_per_minute: int
+    webhook_unverified_per_source_per_minute: int
+    webhook_unverified_per_endpoint_per_minute: int
     webhook_max_payload_size: int
     webhook_signature_validation: bool
     api_rate_limiting_enabled: bool
@@ -66,6 +68,8 @@ def platform_settings() -> PlatformSettings:
         default_retry_attempts=env_int("INTEGRATION_DEFAULT_RETRY_ATTEMPTS", 3),
         default_batch_size=env_int("INTEGRATION_DEFAULT_BATCH_SIZE", 1000),
         webhook_rate_limit_per_minute=env_int("WEBHOOK_RATE_LIMIT_PER_MINUTE", 1000),
+        webhook_unverified_per_source_per_minute=env_int("WEBHOOK_UNVERIFIED_PER_SOURCE_PER_MINUTE", 60),
+        webhook_unverified_per_endpoint_per_minute=env_int("WEBHOOK_UNVERIFIED_PER_ENDPOINT_PER_MINUTE", 600),
         webhook_max_payload_size=env_int("WEBHOOK_MAX_PAYLOAD_SIZE", 1_048_576),
         webhook_signature_validation=env_bool("WEBHOOK_SIGNATURE_VALIDATION", True),
         api_rate_limiting_enabled=env_bool("API_RATE_LIMITING_ENABLED", True),

@@ -369,6 +369,74 @@ def test_rate_limit_answers_429_with_retry_after(hooks: Hooks, monkeypatch: pyte
     assert hooks.queued() == 2
 
 
+def limits(hooks: Hooks, monkeypatch: pytest.MonkeyPatch, **values: int) -> None:
+    from churnguard.config import platform_settings
+
+    for name, value in values.items():
+        monkeypatch.setenv(f"WEBHOOK_{name.upper()}", str(value))
+    platform_settings.cache_clear()
+    hooks.receiver = load_handler_module("webhook_receiver")
+
+
+def signed(hooks: Hooks, event_id: str, source_ip: str = "203.0.113.9") -> dict[str, Any]:
+    body = stripe_customer(event_id)
+    return hooks.deliver(
+        "stripe", "org_a", body, headers={"Stripe-Signature": stripe_header(body)}, source_ip=source_ip
+    )
+
+
+def test_unverified_deliveries_never_spend_the_organisations_allowance(
+    hooks: Hooks, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """1,000 unsigned requests used to spend the whole minute's allowance, so the next signed
+    delivery got 429: anyone who knew an organisation id could delay its webhooks."""
+    limits(hooks, monkeypatch, rate_limit_per_minute=3, unverified_per_source_per_minute=10_000)
+    hooks.endpoint(provider="stripe", secret_key=STRIPE_SECRET)
+    refused = [hooks.deliver("stripe", "org_a", stripe_customer(f"evt_x{n}"))["statusCode"] for n in range(40)]
+    refused += [hooks.deliver("hubspot", "org_a", b"{}")["statusCode"] for _ in range(10)]
+    assert set(refused) == {401, 404}
+    assert [signed(hooks, f"evt_{n}")["statusCode"] for n in range(4)] == [200, 200, 200, 429]
+    assert hooks.queued() == 3
+
+
+def test_a_source_past_its_unverified_allowance_is_429_before_the_endpoint_is_read(
+    hooks: Hooks, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from churnguard.store.webhooks import WebhookStore
+
+    limits(hooks, monkeypatch, unverified_per_source_per_minute=5)
+    hooks.endpoint(provider="stripe", secret_key=STRIPE_SECRET)
+    reads: list[str] = []
+    real_endpoint = WebhookStore.endpoint
+
+    def endpoint(store: WebhookStore, organization_id: str, provider: str) -> Any:
+        reads.append(provider)
+        return real_endpoint(store, organization_id, provider)
+
+    monkeypatch.setattr(WebhookStore, "endpoint", endpoint)
+    statuses = [hooks.deliver("stripe", "org_a", stripe_customer(f"evt_f{n}"))["statusCode"] for n in range(8)]
+    assert statuses == [401] * 5 + [429] * 3
+    assert len(reads) == 5, "past the allowance the endpoint is not even read"
+    throttled = hooks.deliver("stripe", "org_a", stripe_customer("evt_f9"))
+    assert 1 <= int(throttled["headers"]["Retry-After"]) <= 60
+    assert signed(hooks, "evt_real")["statusCode"] == 200, "another address's signed delivery is untouched"
+    assert hooks.queued() == 1
+
+
+def test_an_endpoint_past_its_unverified_allowance_answers_429_but_still_accepts_signed_deliveries(
+    hooks: Hooks, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    limits(hooks, monkeypatch, unverified_per_source_per_minute=100, unverified_per_endpoint_per_minute=6)
+    hooks.endpoint(provider="stripe", secret_key=STRIPE_SECRET)
+    statuses = [
+        hooks.deliver("stripe", "org_a", stripe_customer(f"evt_d{n}"), source_ip=f"192.0.2.{n}")["statusCode"]
+        for n in range(10)
+    ]
+    assert statuses == [401] * 6 + [429] * 4
+    assert signed(hooks, "evt_real")["statusCode"] == 200
+    assert hooks.queued() == 1
+
+
 def test_events_outside_allowed_events_are_acknowledged_and_counted(hooks: Hooks) -> None:
     created = hooks.endpoint(provider="stripe", secret_key=STRIPE_SECRET, allowed_events=["invoice.paid"])
     body = stripe_customer("evt_1")

@@ -134,6 +134,7 @@ def webhook_event(
     content_type: str = "application/json",
     base64_body: bool = False,
     host: str = "hooks.example.com",
+    source_ip: str = "198.51.100.7",
 ) -> dict[str, Any]:
     """An API Gateway HTTP API (payload 2.0) event for the webhook routes."""
     path = f"/webhooks/{provider}/{organization_id}"
@@ -154,7 +155,7 @@ def webhook_event(
                 "method": method,
                 "path": path,
                 "protocol": "HTTP/1.1",
-                "sourceIp": "198.51.100.7",
+                "sourceIp": source_ip,
                 "userAgent": "test",
             },
             "requestId": str(uuid.uuid4()),

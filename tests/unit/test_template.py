@@ -61,6 +61,8 @@ PARAMETER_ENV = {
     "IntegrationDefaultRetryAttempts": "INTEGRATION_DEFAULT_RETRY_ATTEMPTS",
     "IntegrationDefaultBatchSize": "INTEGRATION_DEFAULT_BATCH_SIZE",
     "WebhookRateLimitPerMinute": "WEBHOOK_RATE_LIMIT_PER_MINUTE",
+    "WebhookUnverifiedPerSourcePerMinute": "WEBHOOK_UNVERIFIED_PER_SOURCE_PER_MINUTE",
+    "WebhookUnverifiedPerEndpointPerMinute": "WEBHOOK_UNVERIFIED_PER_ENDPOINT_PER_MINUTE",
     "WebhookMaxPayloadSize": "WEBHOOK_MAX_PAYLOAD_SIZE",
     "WebhookSignatureValidation": "WEBHOOK_SIGNATURE_VALIDATION",
     "ApiRateLimitingEnabled": "API_RATE_LIMITING_ENABLED",

@@ -79,8 +79,8 @@ def webhook_event_key(organization_id: str, endpoint_id: str, event_id: str) -> 
     return key(f"WHEVENT#{organization_id}#{endpoint_id}#{event_id}", SINGLETON_SK)
 
 
-def webhook_rate_key(organization_id: str, window: int) -> dict[str, dict[str, str]]:
-    return key(f"WHRATE#{organization_id}#{window}", SINGLETON_SK)
+def webhook_rate_key(subject: str, window: int) -> dict[str, dict[str, str]]:
+    return key(f"WHRATE#{subject}#{window}", SINGLETON_SK)
 
 
 def record_state_key(

@@ -176,12 +176,15 @@ class WebhookStore:
             ExpressionAttributeValues={":pending": {"S": "pending"}},
         )
 
-    def take_rate(self, organization_id: str, window: int, limit: int, expires_at: int) -> bool:
-        """Counts one delivery in the organisation's fixed window; False once the window is full."""
+    def take_rate(self, subject: str, window: int, limit: int, expires_at: int) -> bool:
+        """Counts one delivery in `subject`'s fixed window; False once the window is full.
+
+        Subjects: an organisation (its verified deliveries), or `<org>#source#<address>` and
+        `<org>#endpoint#<id>` for deliveries that failed verification."""
         try:
             self._db.update_item(
                 TableName=self._table,
-                Key=webhook_rate_key(organization_id, window),
+                Key=webhook_rate_key(subject, window),
                 UpdateExpression="ADD hits :one SET expires_at = if_not_exists(expires_at, :expires)",
                 ConditionExpression="attribute_not_exists(hits) OR hits < :limit",
                 ExpressionAttributeValues={
@@ -193,6 +196,13 @@ class WebhookStore:
         except self._db.exceptions.ConditionalCheckFailedException:
             return False
         return True
+
+    def rate_spent(self, subject: str, window: int, limit: int) -> bool:
+        """Whether `subject`'s window is full, without counting: one read, no write."""
+        item = self._db.get_item(
+            TableName=self._table, Key=webhook_rate_key(subject, window), ProjectionExpression="hits"
+        ).get("Item")
+        return item is not None and int(item["hits"]["N"]) >= limit
 
     # ------------------------------------------------------------------ processing
     def advance_record(

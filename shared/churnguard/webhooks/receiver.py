@@ -9,6 +9,11 @@ delivery of a queued event is acknowledged and not enqueued again.
 
 Unknown providers, organisations and endpoints all answer the same 404, so the API does not
 reveal which organisations exist. Nothing secret is logged or answered.
+
+Only verified deliveries count against an organisation's allowance. A delivery that fails (no
+endpoint, a bad signature or token) counts against its source address and its endpoint instead;
+a source address past its allowance is answered 429 before the endpoint is even read, so a flood
+of forgeries costs one read each and never delays the organisation's real deliveries.
 """
 
 from __future__ import annotations
@@ -50,6 +55,11 @@ class ReceiverSettings:
     max_payload_bytes: int
     rate_limit_per_minute: int
     signature_validation: bool
+    # Deliveries to one organisation that fail verification, per minute: from one source address
+    # (past this the address is answered 429 before any work) and to one endpoint (past this
+    # refusals are answered 429 and no longer logged one by one).
+    unverified_per_source_per_minute: int = 60
+    unverified_per_endpoint_per_minute: int = 600
 
 
 @dataclass(frozen=True)
@@ -140,28 +150,44 @@ class WebhookReceiver:
         limit = self._settings.max_payload_bytes
         if len(body) > limit:
             return error(413, "payload_too_large", f"the body is larger than {limit} bytes")
-        stored = self._store.endpoint(organization_id, provider)
-        if stored is None or stored.doc.get("status", "active") != "active":
-            return error(404, *NOT_FOUND)
         now = self._clock()
         window = int(now // 60)
-        if not self._store.take_rate(
-            organization_id, window, self._settings.rate_limit_per_minute, expires_at=(window + 2) * 60
-        ):
-            retry_after = str(max(1, (window + 1) * 60 - int(now)))
-            return error(429, "rate_limited", "too many webhook deliveries", {"Retry-After": retry_after})
+        source = f"{organization_id}#source#{_source_address(event)}"
+        if self._store.rate_spent(source, window, self._settings.unverified_per_source_per_minute):
+            return self._too_many(now, "too many unverified webhook deliveries from this address")
+        stored = self._store.endpoint(organization_id, provider)
+        if stored is None or stored.doc.get("status", "active") != "active":
+            return self._unverified(source, None, window, now, error(404, *NOT_FOUND))
         query = event.get("queryStringParameters") or {}
         if method == "GET":
-            return self._validation_request(stored, provider, query)
+            return self._validation_request(stored, provider, query, source, window, now)
+        return self._deliver(stored, event, headers, query, body, source, now)
+
+    def _deliver(  # noqa: PLR0911 - each check answers at once
+        self,
+        stored: StoredEndpoint,
+        event: Mapping[str, Any],
+        headers: Mapping[str, str],
+        query: Mapping[str, str],
+        body: bytes,
+        source: str,
+        now: float,
+    ) -> dict[str, Any]:
+        """Verifies, parses, counts and enqueues a POST to an active endpoint."""
+        provider, organization_id, window = stored.doc["provider"], stored.doc["organization_id"], int(now // 60)
         try:
             inbound = self._authenticate_and_parse(stored, event, headers, query, body, now)
         except SignatureError as exc:
-            logger.info("webhook refused", extra={"provider": provider, "reason": str(exc)})
-            return error(401, "invalid_signature", "the delivery's signature does not verify")
+            refusal = error(401, "invalid_signature", "the delivery's signature does not verify")
+            return self._unverified(source, stored, window, now, refusal, reason=str(exc))
         except ParseError as exc:
             return error(400, "bad_request", str(exc))
         if any(len(item.event_id) + len(json.dumps(item.payload)) > SQS_EVENT_BYTES for item in inbound):
             return error(413, "payload_too_large", f"an event is larger than {SQS_EVENT_BYTES} bytes")
+        if not self._store.take_rate(
+            organization_id, window, self._settings.rate_limit_per_minute, expires_at=(window + 2) * 60
+        ):
+            return self._too_many(now, "too many webhook deliveries")
         outcome = self._accept(stored, inbound, now)
         if outcome is None:
             return error(503, "unavailable", "the delivery could not be queued; retry it", {"Retry-After": "5"})
@@ -174,16 +200,45 @@ class WebhookReceiver:
             return {"statusCode": 200, "headers": {"Content-Type": "text/xml; charset=utf-8"}, "body": SALESFORCE_ACK}
         return response(200, outcome.__dict__)
 
-    def _validation_request(self, stored: StoredEndpoint, provider: str, query: Mapping[str, str]) -> dict[str, Any]:
+    def _validation_request(
+        self, stored: StoredEndpoint, provider: str, query: Mapping[str, str], source: str, window: int, now: float
+    ) -> dict[str, Any]:
         """Mailchimp checks a webhook URL with a GET before saving it; no other provider does."""
         if provider != "mailchimp":
-            return error(404, *NOT_FOUND)
+            return self._unverified(source, stored, window, now, error(404, *NOT_FOUND))
         if self._settings.signature_validation:
             try:
                 signatures.verify_token(query.get("token"), self._secrets(stored))
             except SignatureError:
-                return error(401, "invalid_signature", "the delivery's token does not match")
+                refusal = error(401, "invalid_signature", "the delivery's token does not match")
+                return self._unverified(source, stored, window, now, refusal)
         return response(200, {"status": "ok"})
+
+    def _too_many(self, now: float, message: str) -> dict[str, Any]:
+        retry_after = str(max(1, (int(now // 60) + 1) * 60 - int(now)))
+        return error(429, "rate_limited", message, {"Retry-After": retry_after})
+
+    def _unverified(
+        self,
+        source: str,
+        stored: StoredEndpoint | None,
+        window: int,
+        now: float,
+        refusal: dict[str, Any],
+        reason: str | None = None,
+    ) -> dict[str, Any]:
+        """Counts a delivery that failed verification against its source address and endpoint,
+        never against the organisation's allowance; past the endpoint's allowance it is a 429."""
+        expires_at = (window + 2) * 60
+        self._store.take_rate(source, window, self._settings.unverified_per_source_per_minute, expires_at)
+        if stored is None:
+            return refusal
+        endpoint = f"{stored.doc['organization_id']}#endpoint#{stored.doc['endpoint_id']}"
+        if not self._store.take_rate(endpoint, window, self._settings.unverified_per_endpoint_per_minute, expires_at):
+            return self._too_many(now, "too many unverified webhook deliveries to this endpoint")
+        if reason is not None:
+            logger.info("webhook refused", extra={"provider": stored.doc["provider"], "reason": reason})
+        return refusal
 
     def _authenticate_and_parse(  # noqa: PLR0912 - one branch per provider
         self,
@@ -342,6 +397,11 @@ def _raw_body(event: Mapping[str, Any]) -> bytes:
     if event.get("isBase64Encoded"):
         return base64.b64decode(body, validate=True)
     return str(body).encode("utf-8", "surrogatepass")
+
+
+def _source_address(event: Mapping[str, Any]) -> str:
+    """The caller's address as API Gateway saw it (not X-Forwarded-For, which the caller writes)."""
+    return str(event.get("requestContext", {}).get("http", {}).get("sourceIp") or "unknown")[:64]
 
 
 def _request_uri(event: Mapping[str, Any], headers: Mapping[str, str]) -> str:
