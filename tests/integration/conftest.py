@@ -56,6 +56,8 @@ def aws(monkeypatch: pytest.MonkeyPatch) -> Iterator[dict[str, Any]]:
         kms = boto3.client("kms")
         key_arn = kms.create_key(Description="test credentials key")["KeyMetadata"]["Arn"]
         monkeypatch.setenv("KMS_KEY_ID", key_arn)
+        token_key = kms.create_key(KeySpec="HMAC_256", KeyUsage="GENERATE_VERIFY_MAC")["KeyMetadata"]["Arn"]
+        monkeypatch.setenv("PAGE_TOKEN_KEY_ID", token_key)
         from churnguard import aws as aws_clients
         from churnguard.api import integrations, keys
 

@@ -173,12 +173,31 @@ def test_tenant_isolation(api: ManagementApi) -> None:
     assert api.call("PATCH", path, org="org_b", body={"organization_id": "org_a"}).status == 403
 
 
-def test_a_foreign_next_token_cannot_reach_another_organisation(api: ManagementApi) -> None:
+def test_a_foreign_next_token_is_400_and_reaches_nothing(api: ManagementApi) -> None:
     for i in range(3):
         create(api, org="org_b", name=f"b{i}")
     token = api.call("GET", "/api/integrations", org="org_b", query={"limit": "1"}).body["next_token"]
     page = api.call("GET", "/api/integrations", org="org_a", query={"next_token": token})
-    assert page.status == 200 and page.body["items"] == []
+    assert page.status == 400, page.body
+    assert page.body["error"]["details"] == {"field": "next_token"}
+
+
+def test_next_tokens_are_signed_and_bound_to_their_filters(api: ManagementApi) -> None:
+    """A token used to be base64 of the sort key: anyone could write one."""
+    import base64
+
+    for i in range(3):
+        create(api, name=f"a{i}")
+    issued = api.call("GET", "/api/integrations", query={"limit": "1"}).body["next_token"]
+    assert api.call("GET", "/api/integrations", query={"next_token": issued}).status == 200
+    forged = base64.urlsafe_b64encode(b"INTEGRATION#int_00000000000000000000").decode().rstrip("=")
+    body, _, tag = issued.partition(".")
+    tampered_tag = tag[:-2] + ("AA" if tag[-2:] != "AA" else "BB")
+    for token in (forged, f"{forged}.{tag}", f"{body}.{tampered_tag}", f"{body}."):
+        answer = api.call("GET", "/api/integrations", query={"next_token": token})
+        assert answer.status == 400, (token, answer.body)
+    other_filter = api.call("GET", "/api/integrations", query={"next_token": issued, "integration_type": "payment"})
+    assert other_filter.status == 400, "a token is valid only for the filters it was issued for"
 
 
 @pytest.mark.parametrize(

@@ -306,14 +306,21 @@ def test_no_broad_managed_policies() -> None:
             assert not re.search(r"(AdministratorAccess|FullAccess)$", str(arn)), f"{name}: {arn}"
 
 
-def test_management_function_uses_the_credentials_key_for_envelopes_only() -> None:
+def test_management_function_uses_the_credentials_key_for_envelopes_and_the_page_token_key_for_macs() -> None:
     kms = [
         s
         for name, s in inline_statements()
         if name == "ManagementFunction" and any(a.startswith("kms:") for a in actions_of(s))
     ]
-    assert {a for s in kms for a in actions_of(s)} == {"kms:GenerateDataKey", "kms:Decrypt"}
-    assert all(s["Resource"] == {"Fn::GetAtt": ["CredentialsKey", "Arn"]} for s in kms)
+    by_key: dict[str, set[str]] = {}
+    for statement in kms:
+        by_key.setdefault(statement["Resource"]["Fn::GetAtt"][0], set()).update(actions_of(statement))
+    assert by_key == {"CredentialsKey": {"kms:GenerateDataKey", "kms:Decrypt"}, "PageTokenKey": {"kms:GenerateMac"}}
+
+
+def test_only_the_management_function_may_sign_page_tokens() -> None:
+    signers = {name for name, s in inline_statements() if "kms:GenerateMac" in actions_of(s)}
+    assert signers == {"ManagementFunction"}
 
 
 def test_authorizer_only_reads_the_table() -> None:
@@ -332,7 +339,10 @@ def test_kms_keys_rotate() -> None:
     keys = resources_of("AWS::KMS::Key")
     assert "CredentialsKey" in keys
     for name, key in keys.items():
-        assert key["Properties"].get("EnableKeyRotation") is True, name
+        if key["Properties"].get("KeySpec", "SYMMETRIC_DEFAULT") == "SYMMETRIC_DEFAULT":
+            assert key["Properties"].get("EnableKeyRotation") is True, name
+        else:  # KMS cannot rotate HMAC keys; the page-token key only signs short-lived tokens
+            assert key["Properties"]["KeyUsage"] == "GENERATE_VERIFY_MAC", name
 
 
 def test_buckets_are_private_versioned_and_encrypted() -> None:

@@ -2,14 +2,13 @@
 
 from __future__ import annotations
 
-import base64
-import binascii
 import json
 from dataclasses import dataclass
 from typing import Any
 
-from churnguard.errors import BadRequestError, ConflictError, NotFoundError
+from churnguard.errors import ConflictError, NotFoundError
 from churnguard.models import IntegrationConfiguration, IntegrationStatus, IntegrationType, ProviderName
+from churnguard.store import pagetokens
 from churnguard.store.keys import (
     INTEGRATION_PREFIX,
     credentials_key,
@@ -65,13 +64,16 @@ class IntegrationStore:
             "ConsistentRead": True,
             "Limit": _QUERY_PAGE,
         }
-        conditions = []
-        names: dict[str, str] = {}
-        for attribute, value in (
+        given = (
             ("integration_type", filters.integration_type),
             ("status", filters.status),
             ("provider_name", filters.provider_name),
-        ):
+        )
+        # What a token is valid for: this list with these filters.
+        query = "integrations?" + "&".join(f"{name}={value.value if value else ''}" for name, value in given)
+        conditions = []
+        names: dict[str, str] = {}
+        for attribute, value in given:
             if value is not None:
                 conditions.append(f"#{attribute} = :{attribute}")
                 names[f"#{attribute}"] = attribute
@@ -82,7 +84,7 @@ class IntegrationStore:
         if next_token is not None:
             request["ExclusiveStartKey"] = {
                 "pk": {"S": org_pk(organization_id)},
-                "sk": {"S": _decode_token(next_token)},
+                "sk": {"S": pagetokens.read(next_token, organization_id, query, INTEGRATION_PREFIX)},
             }
 
         found: list[IntegrationConfiguration] = []
@@ -94,7 +96,7 @@ class IntegrationStore:
                 found.append(IntegrationConfiguration.model_validate_json(item["doc"]["S"]))
                 if len(found) == limit:
                     more = index < len(items) - 1 or last_key is not None
-                    return found, _encode_token(item["sk"]["S"]) if more else None
+                    return found, pagetokens.issue(organization_id, query, item["sk"]["S"]) if more else None
             if not last_key:
                 return found, None
             request["ExclusiveStartKey"] = last_key
@@ -231,18 +233,3 @@ class IntegrationStore:
 
 def _failed(reasons: list[str], index: int) -> bool:
     return index < len(reasons) and reasons[index] == "ConditionalCheckFailed"
-
-
-def _encode_token(sort_key: str) -> str:
-    return base64.urlsafe_b64encode(sort_key.encode()).decode().rstrip("=")
-
-
-def _decode_token(token: str) -> str:
-    """Tokens are tied to the caller's organisation: only the sort key travels in them."""
-    try:
-        sort_key = base64.urlsafe_b64decode(token + "=" * (-len(token) % 4)).decode()
-    except (binascii.Error, UnicodeDecodeError, ValueError):
-        raise BadRequestError("next_token is not a token this API issued", {"field": "next_token"}) from None
-    if not sort_key.startswith(INTEGRATION_PREFIX) or len(sort_key) > 200:
-        raise BadRequestError("next_token is not a token this API issued", {"field": "next_token"})
-    return sort_key

@@ -15,13 +15,12 @@ checkpoint of the task that replaced it.
 
 from __future__ import annotations
 
-import base64
-import binascii
 import contextlib
 import json
 from typing import Any
 
-from churnguard.errors import BadRequestError, ConflictError, NotFoundError
+from churnguard.errors import ConflictError, NotFoundError
+from churnguard.store import pagetokens
 from churnguard.store.keys import org_pk, sync_cursor_key, sync_key, sync_lock_key, sync_prefix
 from churnguard.sync.models import SyncRun, SyncStatus
 
@@ -195,12 +194,12 @@ class SyncStore:
         if next_token is not None:
             request["ExclusiveStartKey"] = {
                 "pk": {"S": org_pk(organization_id)},
-                "sk": {"S": _decode(next_token, prefix)},
+                "sk": {"S": pagetokens.read(next_token, organization_id, f"syncs?{integration_id}", prefix)},
             }
         response = self._db.query(**request)
         runs = [_run(item) for item in response.get("Items", [])]
         last = response.get("LastEvaluatedKey")
-        return runs, _encode(last["sk"]["S"]) if last else None
+        return runs, pagetokens.issue(organization_id, f"syncs?{integration_id}", last["sk"]["S"]) if last else None
 
     def last_cursor(self, organization_id: str, integration_id: str) -> dict[str, dict[str, Any]]:
         item = self._db.get_item(
@@ -254,17 +253,3 @@ def _run(item: dict[str, Any]) -> SyncRun:
     run = SyncRun.model_validate_json(item["doc"]["S"])
     run.cancel_requested = bool(item.get("cancel_requested", {}).get("BOOL", False))
     return run
-
-
-def _encode(sort_key: str) -> str:
-    return base64.urlsafe_b64encode(sort_key.encode()).decode().rstrip("=")
-
-
-def _decode(token: str, prefix: str) -> str:
-    try:
-        sort_key = base64.urlsafe_b64decode(token + "=" * (-len(token) % 4)).decode()
-    except (binascii.Error, UnicodeDecodeError, ValueError):
-        raise BadRequestError("next_token is not a token this API issued", {"field": "next_token"}) from None
-    if not sort_key.startswith(prefix) or len(sort_key) > 200:
-        raise BadRequestError("next_token is not a token this API issued", {"field": "next_token"})
-    return sort_key

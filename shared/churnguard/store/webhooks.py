@@ -5,14 +5,13 @@ Imported by the receiver, whose cold start is budgeted: plain dicts here, no pyd
 
 from __future__ import annotations
 
-import base64
-import binascii
 import json
 from dataclasses import dataclass
 from enum import StrEnum
 from typing import Any
 
-from churnguard.errors import BadRequestError, ConflictError, NotFoundError
+from churnguard.errors import ConflictError, NotFoundError
+from churnguard.store import pagetokens
 from churnguard.store.keys import (
     DEADLETTER_PREFIX,
     WEBHOOK_PREFIX,
@@ -261,11 +260,12 @@ class WebhookStore:
             "Limit": limit,
         }
         if next_token is not None:
-            request["ExclusiveStartKey"] = {"pk": {"S": org_pk(organization_id)}, "sk": {"S": _decode(next_token)}}
+            sort_key = pagetokens.read(next_token, organization_id, "deadletters", DEADLETTER_PREFIX)
+            request["ExclusiveStartKey"] = {"pk": {"S": org_pk(organization_id)}, "sk": {"S": sort_key}}
         response = self._db.query(**request)
         last = response.get("LastEvaluatedKey")
         documents = [json.loads(item["doc"]["S"]) for item in response.get("Items", [])]
-        return documents, _encode(last["sk"]["S"]) if last else None
+        return documents, pagetokens.issue(organization_id, "deadletters", last["sk"]["S"]) if last else None
 
     def delete_deadletter(self, organization_id: str, message_key: str) -> None:
         self._db.delete_item(TableName=self._table, Key=deadletter_key(organization_id, message_key))
@@ -284,17 +284,3 @@ def endpoint_or_404(stored: StoredEndpoint | None, endpoint_id: str) -> StoredEn
     if stored is None:
         raise NotFoundError("webhook endpoint not found", {"endpoint_id": endpoint_id[:64]})
     return stored
-
-
-def _encode(sort_key: str) -> str:
-    return base64.urlsafe_b64encode(sort_key.encode()).decode().rstrip("=")
-
-
-def _decode(token: str) -> str:
-    try:
-        sort_key = base64.urlsafe_b64decode(token + "=" * (-len(token) % 4)).decode()
-    except (binascii.Error, UnicodeDecodeError, ValueError):
-        raise BadRequestError("next_token is not a token this API issued", {"field": "next_token"}) from None
-    if not sort_key.startswith(DEADLETTER_PREFIX) or len(sort_key) > 300:
-        raise BadRequestError("next_token is not a token this API issued", {"field": "next_token"})
-    return sort_key
