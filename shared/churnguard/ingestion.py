@@ -9,8 +9,11 @@ id; an integration that is not a rule is not found here.
 
 The secrets of a rule's auth (token, api_key, username/password, client_id/client_secret) are
 write-only: stored only as the integration's encrypted credentials (custom fields named like
-the request's), shown only as which are set, masked. A rule's addresses are checked against
-`netguard` when it is created or changed (422 naming the field), and again before every poll.
+the request's), shown only as which are set, masked. So are query parameters that carry a
+credential: those given in `secret_query`, and any in `query` whose name says it is one
+(api_key, access_token, client_secret, ...), which move to `secret_query` on their own. A rule's
+addresses are checked against `netguard` when it is created or changed (422 naming the field),
+and again before every poll.
 """
 
 from __future__ import annotations
@@ -18,7 +21,7 @@ from __future__ import annotations
 from datetime import datetime
 from typing import Annotated, Any
 
-from pydantic import Field, SecretStr, StringConstraints, ValidationError
+from pydantic import Field, SecretStr, StringConstraints, ValidationError, model_validator
 
 from churnguard import netguard
 from churnguard.connectors.identifiers import validate_source_settings
@@ -26,6 +29,7 @@ from churnguard.errors import NotFoundError, ValidationFailedError
 from churnguard.integrations import IntegrationService, check_organization, validation_details
 from churnguard.models import (
     REST_SOURCE_OBJECT,
+    SECRET_QUERY_NAME,
     CredentialType,
     FieldPath,
     IntegrationConfiguration,
@@ -37,6 +41,7 @@ from churnguard.models import (
     Model,
     Name,
     OrganizationId,
+    ParamName,
     ProviderName,
     RestAuth,
     RestAuthType,
@@ -45,6 +50,7 @@ from churnguard.models import (
     StrictModel,
     SyncConfiguration,
     Tag,
+    secret_query_field,
     utc_now,
 )
 from churnguard.store.integrations import IntegrationFilter
@@ -86,6 +92,11 @@ class APIIngestionRule(RestSource):
     organization_id: OrganizationId | None = None
     name: Name
     auth: RuleAuth = Field(default_factory=RuleAuth)
+    secret_query: dict[ParamName, Secret] = Field(  # type: ignore[assignment]
+        default_factory=dict,
+        max_length=20,
+        description="query parameters sent with every request whose values are stored encrypted and never shown",
+    )
     entity: EntityName = Field(default=DEFAULT_ENTITY, description="the canonical entity the records feed")
     sync_frequency: JsonInt = Field(default=3600, ge=60, le=2_592_000, description="seconds between polls")
     enabled: JsonBool = True
@@ -94,15 +105,34 @@ class APIIngestionRule(RestSource):
     requests_per_minute: JsonInt = Field(default=60, ge=1, le=100_000)
     tags: list[Tag] = Field(default_factory=list, max_length=50)
 
+    @model_validator(mode="before")
+    @classmethod
+    def _secret_query_out_of_query(cls, data: Any) -> Any:
+        """A credential given as a plain query parameter is kept as a secret one instead."""
+        if not isinstance(data, dict) or not isinstance(data.get("query"), dict):
+            return data
+        query = data["query"]
+        moved = {
+            name: value for name, value in query.items() if isinstance(name, str) and SECRET_QUERY_NAME.search(name)
+        }
+        if not moved:
+            return data
+        given = data.get("secret_query")
+        secret_query = {**moved, **given} if isinstance(given, dict) else moved
+        return {**data, "query": {k: v for k, v in query.items() if k not in moved}, "secret_query": secret_query}
+
     def source(self) -> RestSource:
-        document = self.model_dump(include=set(RestSource.model_fields) - {"auth"})
-        return RestSource.model_validate({**document, "auth": self.auth.settings()})
+        document = self.model_dump(include=set(RestSource.model_fields) - {"auth", "secret_query"})
+        return RestSource.model_validate(
+            {**document, "auth": self.auth.settings(), "secret_query": sorted(self.secret_query)}
+        )
 
 
 class APIIngestionRulePatch(StrictModel):
     """PATCH body: what is given replaces the current value; `auth`, `pagination` and
     `incremental` merge field by field (incremental null removes it). Secrets are replaced
-    only when given; changing auth.type needs the new type's secrets."""
+    only when given; changing auth.type needs the new type's secrets. `secret_query`, when
+    given, replaces every secret query parameter ({} removes them)."""
 
     organization_id: OrganizationId | None = None
     name: str | None = None
@@ -110,6 +140,7 @@ class APIIngestionRulePatch(StrictModel):
     method: str | None = None
     headers: dict[str, str] | None = None
     query: dict[str, str] | None = None
+    secret_query: dict[str, Secret] | None = None
     body: dict[str, Any] | None = None
     params_in: str | None = None
     auth: dict[str, Any] | None = None
@@ -130,6 +161,11 @@ class RuleAuthView(RestAuth):
     secrets_set: dict[str, str] = Field(description="which secrets are stored, masked; never their values")
 
 
+def _masked(config: IntegrationConfiguration) -> dict[str, str]:
+    summary = config.credentials_summary
+    return summary.custom_fields_set if summary is not None else {}
+
+
 class APIIngestionRuleView(Model):
     """A rule as the API returns it: no secret, only which are set."""
 
@@ -140,6 +176,7 @@ class APIIngestionRuleView(Model):
     method: str
     headers: dict[str, str]
     query: dict[str, str]
+    secret_query_set: dict[str, str] = Field(description="secret query parameters, masked; never their values")
     body: dict[str, Any] | None
     params_in: str
     auth: RuleAuthView
@@ -165,9 +202,11 @@ class APIIngestionRuleView(Model):
     @classmethod
     def of(cls, config: IntegrationConfiguration) -> APIIngestionRuleView:
         source = _rule_source(config)
-        summary = config.credentials_summary
-        stored = summary.custom_fields_set if summary is not None else {}
+        stored = _masked(config)
         masked = {name: stored[name] for name in SECRETS[source.auth.type] if name in stored}
+        query_masked = {
+            name: stored[secret_query_field(name)] for name in source.secret_query if secret_query_field(name) in stored
+        }
         sync = config.sync_config
         return cls(
             rule_id=config.integration_id,
@@ -177,6 +216,7 @@ class APIIngestionRuleView(Model):
             method=source.method,
             headers=source.headers,
             query=source.query,
+            secret_query_set=query_masked,
             body=source.body,
             params_in=source.params_in,
             auth=RuleAuthView(**source.auth.model_dump(), secrets_set=masked),
@@ -217,9 +257,11 @@ def _rule_source(config: IntegrationConfiguration) -> RestSource:
     return config.rest_source
 
 
-def rule_credentials(auth_type: RestAuthType, secrets: dict[str, SecretStr]) -> IntegrationCredentials:
-    """The encrypted credentials of a rule: its type's secrets as custom fields. Raises
-    ValidationFailedError naming each missing secret."""
+def rule_credentials(
+    auth_type: RestAuthType, secrets: dict[str, SecretStr], secret_query: dict[str, SecretStr] | None = None
+) -> IntegrationCredentials:
+    """The encrypted credentials of a rule: its type's secrets and its secret query parameters as
+    custom fields. Raises ValidationFailedError naming each missing secret."""
     missing = [name for name in SECRETS[auth_type] if name not in secrets]
     if missing:
         raise ValidationFailedError(
@@ -227,6 +269,7 @@ def rule_credentials(auth_type: RestAuthType, secrets: dict[str, SecretStr]) -> 
             {"fields": [{"field": f"auth.{name}", "message": "required for this auth type"} for name in missing]},
         )
     fields = {AUTH_TYPE_FIELD: SecretStr(auth_type.value), **{n: secrets[n] for n in SECRETS[auth_type]}}
+    fields.update({secret_query_field(name): value for name, value in (secret_query or {}).items()})
     return IntegrationCredentials(credential_type=CredentialType.CUSTOM, custom_fields=fields)
 
 
@@ -262,7 +305,7 @@ def _rule_document(config: IntegrationConfiguration) -> dict[str, Any]:
     source = _rule_source(config)
     sync = config.sync_config
     return {
-        **source.model_dump(mode="json"),
+        **source.model_dump(mode="json", exclude={"secret_query"}),
         "name": config.integration_name,
         "entity": next(iter(config.entity_mappings), DEFAULT_ENTITY),
         "sync_frequency": sync.sync_frequency,
@@ -284,7 +327,7 @@ class IngestionRuleService(IntegrationService):
     def create_rule(self, organization_id: str, rule: APIIngestionRule) -> APIIngestionRuleView:
         check_organization(organization_id, rule.organization_id)
         source = rule.source()
-        credentials = rule_credentials(source.auth.type, rule.auth.secrets())
+        credentials = rule_credentials(source.auth.type, rule.auth.secrets(), rule.secret_query)
         check_addresses(source)
         config = IntegrationConfiguration(
             organization_id=organization_id,
@@ -327,7 +370,10 @@ class IngestionRuleService(IntegrationService):
             raise ValidationFailedError(_INVALID_CHANGE, validation_details(exc)) from None
         source = rule.source()
         check_addresses(source)
-        credentials = self._replaced_credentials(before, source, rule.auth.secrets())
+        credentials, query_names = self._replaced_credentials(
+            before, source, rule.auth.secrets(), rule.secret_query, replace_query="secret_query" in changes
+        )
+        source = source.model_copy(update={"secret_query": query_names})
         status = before.status
         if patch.enabled is not None:
             status = IntegrationStatus.ACTIVE if patch.enabled else IntegrationStatus.PAUSED
@@ -355,22 +401,33 @@ class IngestionRuleService(IntegrationService):
         return APIIngestionRuleView.of(after)
 
     def _replaced_credentials(
-        self, before: IntegrationConfiguration, source: RestSource, given: dict[str, SecretStr]
-    ) -> IntegrationCredentials | None:
-        """The rule's new credentials, or None when they stay as they are. Secrets not given are
-        kept while the auth type stays; a cached OAuth2 token is dropped with any change."""
+        self,
+        before: IntegrationConfiguration,
+        source: RestSource,
+        given: dict[str, SecretStr],
+        query_given: dict[str, SecretStr],
+        *,
+        replace_query: bool,
+    ) -> tuple[IntegrationCredentials | None, list[str]]:
+        """The rule's new credentials (None when they stay as they are) and the names of its
+        secret query parameters. Secrets not given are kept while the auth type stays; secret
+        query parameters are kept unless `secret_query` itself was given, which replaces them
+        all; a cached OAuth2 token is dropped with any change."""
         previous = before.rest_source.auth if before.rest_source is not None else None
+        kept_names = [] if replace_query or before.rest_source is None else before.rest_source.secret_query
+        names = sorted({*kept_names, *query_given} - set(source.query))
         same_type = previous is not None and previous.type is source.auth.type
-        if given or not same_type or (previous is not None and previous.token_url != source.auth.token_url):
-            kept: dict[str, SecretStr] = {}
-            if same_type:
-                try:
-                    stored = self.load_credentials(before.organization_id, before.integration_id).custom_fields
-                except NotFoundError:  # registered without credentials: the given ones must do
-                    stored = {}
-                kept = {name: stored[name] for name in SECRETS[source.auth.type] if name in stored}
-            return rule_credentials(source.auth.type, {**kept, **given})
-        return None
+        token_url_changed = previous is not None and previous.token_url != source.auth.token_url
+        if not (given or query_given or replace_query or not same_type or token_url_changed):
+            return None, names
+        try:
+            stored = self.load_credentials(before.organization_id, before.integration_id).custom_fields
+        except NotFoundError:  # registered without credentials: the given ones must do
+            stored = {}
+        kept = {name: stored[name] for name in SECRETS[source.auth.type] if same_type and name in stored}
+        kept_query = {n: stored[secret_query_field(n)] for n in kept_names if secret_query_field(n) in stored}
+        query_values = {name: value for name, value in {**kept_query, **query_given}.items() if name in names}
+        return rule_credentials(source.auth.type, {**kept, **given}, query_values), names
 
     def delete_rule(self, organization_id: str, rule_id: str) -> None:
         self._rule(organization_id, rule_id)

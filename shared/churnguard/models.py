@@ -7,6 +7,7 @@ a record that reaches DynamoDB has passed the rules a client's request did.
 
 from __future__ import annotations
 
+import hashlib
 import re
 import secrets
 from datetime import UTC, datetime
@@ -312,6 +313,19 @@ DottedPath = Annotated[
 ]
 # Headers that carry credentials: those belong in `auth`, where they are encrypted.
 SECRET_HEADERS = frozenset({"authorization", "proxy-authorization", "cookie", "x-api-key", "api-key"})
+# Query parameter names that carry a credential (api_key, access_token, client_secret, hapikey,
+# sig, ...): their values are stored encrypted, never in the rule.
+SECRET_QUERY_NAME = re.compile(
+    r"(api[-_.]?key|token|secret|passw(or)?d|credential|signature|session|auth|private)|^(key|sig|code)$",
+    re.IGNORECASE,
+)
+
+
+def secret_query_field(name: str) -> str:
+    """The credentials custom field that holds query parameter `name`'s encrypted value."""
+    return "query." + hashlib.sha256(name.encode()).hexdigest()[:24]
+
+
 REST_SOURCE_OBJECT = "rest_api"
 
 
@@ -395,6 +409,11 @@ class RestSource(StrictModel):
         default="query", description="where paging and incremental parameters go (body: POST only)"
     )
     auth: RestAuth = Field(default_factory=RestAuth)
+    secret_query: list[ParamName] = Field(
+        default_factory=list,
+        max_length=20,
+        description="query parameters whose values are stored encrypted with the credentials (names only)",
+    )
     data_path: DottedPath = Field(default="", description="dotted path to the record array; empty: the response is it")
     primary_key: list[KeyField] = Field(default_factory=lambda: ["id"], min_length=1, max_length=8)
     pagination: RestPagination = Field(default_factory=RestPagination)
@@ -411,6 +430,9 @@ class RestSource(StrictModel):
             raise ValueError(f"headers {', '.join(secret)} carry credentials; configure them under auth instead")
         if self.method == "GET" and (self.body is not None or self.params_in == "body"):
             raise ValueError("a GET request has no body; use method POST or params_in query")
+        both = sorted(set(self.query) & set(self.secret_query))
+        if both:
+            raise ValueError(f"query parameters {', '.join(both)} are both in query and secret_query")
         return self
 
 

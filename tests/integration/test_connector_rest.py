@@ -66,6 +66,7 @@ def register(
     page_size: int = 20,
     incremental: dict[str, Any] | None = INCREMENTAL,
     sync_config: dict[str, Any] | None = None,
+    query_secrets: dict[str, str] | None = None,
     **source: Any,
 ) -> IntegrationConfiguration:
     auth_settings: dict[str, Any] = {"type": auth}
@@ -85,7 +86,11 @@ def register(
         }
     )
     given = SECRETS.get(auth, {}) if secrets is None else secrets
-    creds = rule_credentials(auth, {k: SecretStr(v) for k, v in given.items()})
+    creds = rule_credentials(
+        auth,
+        {k: SecretStr(v) for k, v in given.items()},
+        {k: SecretStr(v) for k, v in (query_secrets or {}).items()},
+    )
     return harness.register(  # type: ignore[no-any-return]
         ProviderName.CUSTOM,
         "",
@@ -245,6 +250,22 @@ def test_a_key_echoed_in_next_links_is_neither_stored_nor_sent_twice(harness: An
         # Each step's prefetch reads one page past its budget, which the next step reads again.
         assert len({tuple(page.query.get("after", [])) for page in pages}) == 5
         assert all(page.query["api_key"] == [API_KEY] for page in pages), "the key is sent once per request"
+
+
+def test_secret_query_parameters_are_sent_from_the_credentials_and_never_checkpointed(harness: Any) -> None:
+    with FakeRest(auth="api_key_query", paging="link", echo_key_in_links=True) as fake:
+        fake.seed(25)
+        config = register(
+            harness, fake, paging="link", page_size=10, secret_query=["api_key"], query_secrets={"api_key": API_KEY}
+        )
+        assert API_KEY not in str(config.rest_source)
+        engine = harness.engine()
+        run = engine.start_sync(ORG, config.integration_id)
+        finished = drive(engine, run, record_budget=10)
+        assert finished.records_written == 25
+        assert all(page.query["api_key"] == [API_KEY] for page in listing(fake)), "sent once per request"
+        (stream,) = harness.syncs.get(ORG, config.integration_id, run.sync_id).streams
+        assert API_KEY not in str(stream.state)
 
 
 @pytest.mark.parametrize(

@@ -55,6 +55,7 @@ from churnguard.models import (
     RestIncremental,
     RestSource,
     SourceOptions,
+    secret_query_field,
 )
 
 DEFAULT_ENTITY = "event"
@@ -444,6 +445,7 @@ class RestConnector(ApiConnector):
         spec = self.spec
         headers = dict(spec.headers)
         params = dict(query)
+        params.update({name: self._secret(secret_query_field(name)) for name in spec.secret_query})
         basic: tuple[str, str] | None = None
         kind = spec.auth.type
         if kind is RestAuthType.BEARER:
@@ -511,11 +513,13 @@ class RestConnector(ApiConnector):
             return None
         following = urljoin(response.url, link)
         self._same_origin(spec, following)
-        auth = spec.auth
-        if auth.type is RestAuthType.API_KEY and auth.api_key_in == "query":
-            # The link may echo the key; it is stored in the checkpoint, and the key is added again.
+        secret = set(spec.secret_query)
+        if spec.auth.type is RestAuthType.API_KEY and spec.auth.api_key_in == "query":
+            secret.add(spec.auth.api_key_name)
+        if secret:
+            # The link may echo secrets; it is stored in the checkpoint, and they are added again.
             parts = urlsplit(following)
-            kept = [(k, v) for k, v in parse_qsl(parts.query, keep_blank_values=True) if k != auth.api_key_name]
+            kept = [(k, v) for k, v in parse_qsl(parts.query, keep_blank_values=True) if k not in secret]
             following = urlunsplit(parts._replace(query=urlencode(kept)))
         return following
 
