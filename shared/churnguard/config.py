@@ -59,6 +59,7 @@ class PlatformSettings:
     api_rate_limiting_enabled: bool
     dashboard_update_interval: int
     management_max_body_bytes: int
+    max_concurrent_syncs_per_organization: int
 
 
 @lru_cache(maxsize=1)
@@ -75,6 +76,7 @@ def platform_settings() -> PlatformSettings:
         api_rate_limiting_enabled=env_bool("API_RATE_LIMITING_ENABLED", True),
         dashboard_update_interval=env_int("DASHBOARD_UPDATE_INTERVAL", 60),
         management_max_body_bytes=env_int("MANAGEMENT_MAX_BODY_BYTES", 262_144),
+        max_concurrent_syncs_per_organization=env_int("MAX_CONCURRENT_SYNCS_PER_ORGANIZATION", 10),
     )
 
 

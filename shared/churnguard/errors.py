@@ -41,6 +41,14 @@ class ConflictError(ChurnGuardError):
     code = "conflict"
 
 
+class OrganizationBusyError(ConflictError):
+    """The organisation already runs as many syncs as its deployment allows at once. A conflict
+    (a scheduled sync skips its turn), answered 429: the same request succeeds later."""
+
+    status_code = 429
+    code = "too_many_syncs"
+
+
 class PayloadTooLargeError(ChurnGuardError):
     status_code = 413
     code = "payload_too_large"

@@ -61,6 +61,8 @@ def cloud(schedule_clock: ShiftableClock) -> Iterator[Any]:
         "WebhookQueueVisibilityTimeout": "1",
         "WebhookMaxReceiveCount": "3",
         "WebhookRateLimitPerMinute": "10000",
+        # Each test has its own organisation; the cap has a test of its own at this value.
+        "MaxConcurrentSyncsPerOrganization": "2",
     }
     with LocalCloud(
         REPO / "template.yaml",

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import gzip
 import json
+import threading
 import time
 import uuid
 from collections.abc import Iterator
@@ -200,3 +201,61 @@ def test_integrations_get_a_schedule_that_follows_them(cloud: Any, new_tenant: A
     assert tenant.request("DELETE", f"/api/integrations/{stripe}").status_code == 204
     with pytest.raises(scheduler.exceptions.ResourceNotFoundException):
         scheduler.get_schedule(Name=f"sync-{stripe}", GroupName=group)
+
+
+def test_one_organisations_failing_syncs_do_not_hold_back_another_organisations(
+    cloud: Any, new_tenant: Any, customers_table: tuple[Any, str], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Syncs to an unreachable host used to retry inside the sync task for minutes, holding it
+    while other organisations' syncs waited. Now a failing step returns at once and waits in
+    the state machine's Retry (held here until the test lets it go), and the organisation may
+    run only MaxConcurrentSyncsPerOrganization (2 in this cloud) syncs at once."""
+    from moto.stepfunctions.parser.asl.component.common.retry import retrier_decl
+
+    release = threading.Event()
+    monkeypatch.setattr(retrier_decl, "time", SimpleNamespace(sleep=lambda _seconds: release.wait(120)))
+    failing: Tenant = new_tenant(f"org_down_{uuid.uuid4().hex[:6]}")
+    unreachable = {
+        "provider_name": "postgresql",
+        "base_url": "127.0.0.1:1",  # a closed local port: refused at once
+        "status": "active",
+        "entity_mappings": {"customer": "public.customers"},
+        "credentials": {
+            "credential_type": "basic_auth",
+            "username": "u",
+            "password": "p",
+            "custom_fields": {"database": "test"},
+        },
+    }
+    down = [
+        failing.request("POST", "/api/integrations", json={**unreachable, "integration_name": f"Down {n}"}).json()[
+            "integration_id"
+        ]
+        for n in range(3)
+    ]
+    try:
+        starts = [failing.request("POST", f"/api/integrations/{integration_id}/sync") for integration_id in down]
+        assert [s.status_code for s in starts] == [202, 202, 429], [s.text for s in starts]
+        assert starts[2].json()["error"]["code"] == "too_many_syncs"
+        deadline = time.monotonic() + 60
+        while time.monotonic() < deadline:
+            runs = [failing.request("GET", f"/api/integrations/{i}/syncs").json()["items"][0] for i in down[:2]]
+            if all(run["errors"] for run in runs):
+                break
+            time.sleep(0.3)
+        assert all(run["errors"] and run["status"] == "started" for run in runs), runs
+
+        _, schema = customers_table
+        healthy: Tenant = new_tenant(f"org_up_{uuid.uuid4().hex[:6]}")
+        integration_id = register_postgres(healthy, {"customer": f"{schema}.customers"}, batch_size=500)
+        sync_id = healthy.request("POST", f"/api/integrations/{integration_id}/sync").json()["sync_id"]
+        assert wait_for_sync(healthy, integration_id, sync_id)["status"] == "succeeded"
+        assert len(lake_ids(cloud, healthy.organization_id, sync_id)) == ROWS
+        still = [failing.request("GET", f"/api/integrations/{i}/sync/status").json()["status"] for i in down[:2]]
+        assert still == ["started", "started"], "the failing syncs were still retrying all along"
+    finally:
+        for integration_id in down[:2]:
+            failing.request("POST", f"/api/integrations/{integration_id}/sync/cancel")
+        release.set()
+    for integration_id, start in zip(down[:2], starts, strict=False):
+        assert wait_for_sync(failing, integration_id, start.json()["sync_id"])["status"] == "cancelled"

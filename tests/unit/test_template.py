@@ -68,6 +68,7 @@ PARAMETER_ENV = {
     "ApiRateLimitingEnabled": "API_RATE_LIMITING_ENABLED",
     "DashboardUpdateInterval": "DASHBOARD_UPDATE_INTERVAL",
     "ManagementMaxBodyBytes": "MANAGEMENT_MAX_BODY_BYTES",
+    "MaxConcurrentSyncsPerOrganization": "MAX_CONCURRENT_SYNCS_PER_ORGANIZATION",
     "AllowPrivateNetworkSources": "ALLOW_PRIVATE_NETWORK_SOURCES",
 }
 # Parameters only the functions that sync need: the optional Analytics API sink.

@@ -73,6 +73,7 @@ ERROR_DESCRIPTIONS = {
     413: "The body is larger than the API accepts",
     415: "The body is not application/json",
     422: "A field is invalid; details.fields names each",
+    429: "The organisation already runs as many syncs as it may at once; retry when one has finished",
     503: "An AWS dependency did not answer; nothing was changed and the request may be retried",
 }
 _AUTH_MESSAGES = {
@@ -185,7 +186,8 @@ def document_errors(document: dict[str, Any]) -> dict[str, Any]:
     operation can meet follows from what it is: every one checks the key and the body (401, 400,
     413, 415), validates (422) and may find AWS unavailable (503); one with a path parameter may
     find nothing there (404); one that changes state may conflict with the state it finds (409);
-    one whose body can name an organisation refuses any but the caller's (403). A 204 has no body.
+    one whose body can name an organisation refuses any but the caller's (403); starting a sync
+    meets the organisation's cap on concurrent syncs (429). A 204 has no body.
     """
     schemas = document.setdefault("components", {}).setdefault("schemas", {})
     schemas.pop("HTTPValidationError", None)
@@ -200,6 +202,8 @@ def document_errors(document: dict[str, Any]) -> dict[str, Any]:
                 statuses.add(409)
             if "organization_id" in _body_properties(operation, schemas):
                 statuses.add(403)
+            if method == "post" and path.endswith("/sync"):
+                statuses.add(429)
             responses = operation.setdefault("responses", {})
             for status in sorted(statuses):
                 responses[str(status)] = {

@@ -172,6 +172,10 @@ class ApiConnector(Connector):
         else:
             self.preflight()
 
+    def open_session(self, *, deadline: float | None = None) -> None:
+        """HTTP requests stand alone: nothing to open, only the address to check."""
+        self.preflight()
+
     # ------------------------------------------------------------ streams
 
     def entity_names(self) -> list[str]:

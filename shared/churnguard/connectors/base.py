@@ -327,6 +327,11 @@ class Connector(ABC):
         self.preflight()
         self._call(self._ping, deadline=deadline)
 
+    def open_session(self, *, deadline: float | None = None) -> None:
+        """Opens what an extract step's reads use (a database connection) before they start, so
+        an unreachable source fails the step within `deadline` instead of in the read's retries."""
+        self.connect(deadline=deadline)
+
     def estimate(self, stream: Stream, position: Position) -> int | None:
         """Rows left to read, for progress; None when the source cannot say cheaply."""
         try:

@@ -21,7 +21,7 @@ from typing import Any
 
 from churnguard.errors import ConflictError, NotFoundError
 from churnguard.store import pagetokens
-from churnguard.store.keys import org_pk, sync_cursor_key, sync_key, sync_lock_key, sync_prefix
+from churnguard.store.keys import SYNC_LOCK_PREFIX, org_pk, sync_cursor_key, sync_key, sync_lock_key, sync_prefix
 from churnguard.sync.models import SyncRun, SyncStatus
 
 
@@ -151,6 +151,49 @@ class SyncStore:
         if not item:
             return None
         return item["sync_id"]["S"], float(item["expires_at"]["N"])
+
+    def running(self, organization_id: str, now: float) -> list[str]:
+        """The sync ids holding a live lock in the organisation: its syncs that have not ended."""
+        request: dict[str, Any] = {
+            "TableName": self._table,
+            "KeyConditionExpression": "pk = :pk AND begins_with(sk, :prefix)",
+            "FilterExpression": "expires_at > :now",
+            "ProjectionExpression": "sync_id",
+            "ExpressionAttributeValues": {
+                ":pk": {"S": org_pk(organization_id)},
+                ":prefix": {"S": SYNC_LOCK_PREFIX},
+                ":now": {"N": repr(now)},
+            },
+            "ConsistentRead": True,
+        }
+        holders: list[str] = []
+        while True:
+            response = self._db.query(**request)
+            holders.extend(item["sync_id"]["S"] for item in response.get("Items", []))
+            if "LastEvaluatedKey" not in response:
+                return holders
+            request["ExclusiveStartKey"] = response["LastEvaluatedKey"]
+
+    def withdraw(self, run: SyncRun) -> None:
+        """Removes a run that was created but never started, and its lock if it is still the run's."""
+        self._db.transact_write_items(
+            TransactItems=[
+                {
+                    "Delete": {
+                        "TableName": self._table,
+                        "Key": sync_key(run.organization_id, run.integration_id, run.sync_id),
+                    }
+                },
+                {
+                    "Delete": {
+                        "TableName": self._table,
+                        "Key": sync_lock_key(run.organization_id, run.integration_id),
+                        "ConditionExpression": "attribute_not_exists(pk) OR sync_id = :sync",
+                        "ExpressionAttributeValues": {":sync": {"S": run.sync_id}},
+                    }
+                },
+            ]
+        )
 
     def request_cancel(self, organization_id: str, integration_id: str, sync_id: str) -> None:
         try:

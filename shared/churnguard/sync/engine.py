@@ -42,7 +42,13 @@ from churnguard.connectors.base import (
 )
 from churnguard.connectors.registry import connector_class, supported_providers
 from churnguard.connectors.resilience import CircuitBreaker, CircuitOpenError, Guard, RateLimiter, RetryPolicy
-from churnguard.errors import ChurnGuardError, ConflictError, NotFoundError, ValidationFailedError
+from churnguard.errors import (
+    ChurnGuardError,
+    ConflictError,
+    NotFoundError,
+    OrganizationBusyError,
+    ValidationFailedError,
+)
 from churnguard.models import (
     DataSyncMode,
     IntegrationConfiguration,
@@ -101,6 +107,7 @@ class SyncEngine:
         lock_lease_seconds: float = LOCK_LEASE_SECONDS,
         cancel_poll_seconds: float = CANCEL_POLL_SECONDS,
         source_encoding: bool = True,
+        max_concurrent_syncs: int | None = None,
     ) -> None:
         """`source_encoding=False` makes every row take the Python encoding path, even where the
         source could encode it (tests compare the two)."""
@@ -119,6 +126,7 @@ class SyncEngine:
         self._lease = lock_lease_seconds
         self._cancel_poll = cancel_poll_seconds
         self._source_encoding = source_encoding
+        self._max_concurrent = max_concurrent_syncs
 
     # ------------------------------------------------------------ API operations
 
@@ -158,8 +166,29 @@ class SyncEngine:
             started_at=_utc(now),
             updated_at=_utc(now),
         )
+        self._check_capacity(organization_id, now, before_start=True)
         self._syncs.create(run, lease_until=now + self._lease, replacing=self._stale_holder(config, now))
+        try:
+            self._check_capacity(organization_id, now, before_start=False)
+        except OrganizationBusyError:
+            # Another start won the last slot in the same instant: this one is withdrawn unseen.
+            self._syncs.withdraw(run)
+            raise
         return run
+
+    def _check_capacity(self, organization_id: str, now: float, *, before_start: bool) -> None:
+        """OrganizationBusyError when the organisation's syncs would exceed its cap: checked
+        before a run is created, and again after (counting it), so two starts racing for the last
+        slot cannot both keep it."""
+        if self._max_concurrent is None:
+            return
+        running = len(self._syncs.running(organization_id, now))
+        if running + (1 if before_start else 0) > self._max_concurrent:
+            raise OrganizationBusyError(
+                f"the organisation already runs {self._max_concurrent} syncs, the most it may run at once; "
+                "start this one when one of them has finished",
+                {"running": min(running, self._max_concurrent), "limit": self._max_concurrent},
+            )
 
     def _stale_holder(self, config: IntegrationConfiguration, now: float) -> str | None:
         """The holder of the lock if its run finished or its lease ran out (it is then marked
@@ -222,7 +251,10 @@ class SyncEngine:
         config = self._integrations.get(ref.organization_id, ref.integration_id)
         connector = self._connector(config)
         try:
-            connector.connect()
+            # One attempt: a source that does not answer fails the step, and Step Functions retries
+            # it after its backoff, so an unreachable host costs a connect timeout per attempt,
+            # not minutes of retry sleeps inside the Lambda.
+            connector.connect(deadline=self._monotonic())
             previous = (
                 self._syncs.last_cursor(ref.organization_id, ref.integration_id)
                 if run.mode is DataSyncMode.INCREMENTAL
@@ -245,9 +277,9 @@ class SyncEngine:
                         estimated_total=connector.estimate(stream, position),
                     )
                 )
-        except SourceError as exc:
-            if exc.kind is CheckStatus.AUTHENTICATION_FAILED:
-                self._mark_authentication_failed(run)
+        except ChurnGuardError as exc:
+            # Recorded on the run as stored, without the streams this attempt had gathered.
+            self._step_failed(self._syncs.get(ref.organization_id, ref.integration_id, ref.sync_id), exc, None)
             raise
         finally:
             connector.close()
@@ -273,6 +305,7 @@ class SyncEngine:
         step = _Step(deadline=deadline, record_budget=record_budget, next_poll=self._monotonic() + self._cancel_poll)
         run.steps += 1
         try:
+            connector.open_session(deadline=self._monotonic())  # one attempt, as in prepare
             with _cyclic_gc_paused():
                 for index, progress in enumerate(run.streams):
                     if progress.done:
@@ -282,11 +315,7 @@ class SyncEngine:
                     if step.stop is not None:
                         break
         except ChurnGuardError as exc:
-            if not isinstance(exc, ConflictError):
-                pause = exc.retry_after if isinstance(exc, SourcePausedError) else None
-                self._note_failure(run, exc.message, step.entity, hold=pause or 0.0)
-            if isinstance(exc, SourceError) and exc.kind is CheckStatus.AUTHENTICATION_FAILED:
-                self._mark_authentication_failed(run)
+            self._step_failed(run, exc, step.entity)
             raise
         finally:
             connector.close()
@@ -544,6 +573,15 @@ class SyncEngine:
         run.notes.append(SyncNote(at=_utc(self._clock()), message=message[:2000], stream=stream))
         del run.notes[:-MAX_ERRORS]
 
+    def _step_failed(self, run: SyncRun, exc: ChurnGuardError, entity: str | None) -> None:
+        """What a failing prepare or extract step leaves: the error on the run (unless another
+        task holds it), and `auth_failed` on the integration when the credentials were refused."""
+        if not isinstance(exc, ConflictError):
+            pause = exc.retry_after if isinstance(exc, SourcePausedError) else None
+            self._note_failure(run, exc.message, entity, hold=pause or 0.0)
+        if isinstance(exc, SourceError) and exc.kind is CheckStatus.AUTHENTICATION_FAILED:
+            self._mark_authentication_failed(run)
+
     def _note_failure(self, run: SyncRun, message: str, entity: str | None, *, hold: float = 0.0) -> None:
         """Shows why a step failed in the run's status; the task itself is retried or caught.
         `hold`: seconds the source asked to pause, for which the lock is kept as well."""
@@ -689,4 +727,5 @@ def default_engine() -> SyncEngine:
         save_credentials=service.replace_credentials,
         breakers=CircuitBreakerStore(dynamodb, table_name()),
         sinks=sinks,
+        max_concurrent_syncs=platform_settings().max_concurrent_syncs_per_organization,
     )
