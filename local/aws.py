@@ -15,6 +15,7 @@ from typing import Any
 import boto3
 import requests
 from botocore.config import Config
+from moto.core.common_models import BaseModel
 from moto.core.config import default_user_config
 from moto.moto_api._internal.models import moto_api_backend
 from moto.moto_server.threaded_moto_server import ThreadedMotoServer
@@ -40,12 +41,15 @@ class _SharedMoto:
         self._servers: list[MotoServer] = []
         self._saved_port: str | None = None
         self._saved_config: dict[str, Any] = {}
+        self._saved_new: Any = None
 
     def join(self, server: MotoServer) -> None:
         with self._lock:
             if not self._servers:
                 self._saved_port = os.environ.get("MOTO_PORT")
                 self._saved_config = dict(default_user_config.get("stepfunctions", {}))
+                self._saved_new = BaseModel.__dict__["__new__"]
+                BaseModel.__new__ = staticmethod(_untracked_new)  # type: ignore[assignment]
             self._servers.append(server)
             os.environ["MOTO_PORT"] = str(server.port)
 
@@ -62,7 +66,20 @@ class _SharedMoto:
             else:
                 os.environ["MOTO_PORT"] = self._saved_port
             default_user_config["stepfunctions"] = self._saved_config  # type: ignore[typeddict-item]
+            BaseModel.__new__ = self._saved_new  # type: ignore[method-assign]
             moto_api_backend.reset()
+
+
+def _untracked_new(cls: type, *args: Any, **kwargs: Any) -> Any:
+    """BaseModel.__new__ without the append to `cls.instances_tracked`.
+
+    moto keeps every model object it ever creates in a class-level list, for its server's
+    dashboard; nothing removes them. A local cloud that runs for hours kept every SQS message,
+    every execution and, worst, the full copy of the table each DynamoDB transaction takes as its
+    rollback point: memory grew by about 55 KB per integration created. The dashboard
+    (/moto-api/) is not used here; resets clear backends as before.
+    """
+    return super(BaseModel, cls).__new__(cls)
 
 
 class MotoServer(ThreadedMotoServer):
