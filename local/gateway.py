@@ -15,7 +15,7 @@ import os
 import threading
 import time
 from collections.abc import Callable, Iterable
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from datetime import UTC, datetime
 from fnmatch import fnmatchcase
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
@@ -28,12 +28,14 @@ from local.runtime import Invocation
 logger = logging.getLogger("local.gateway")
 
 MAX_BODY_BYTES = 10 * 1024 * 1024
+MAX_CACHED_DECISIONS = 1024
 DEFAULT_ROUTE = "$default"
 _MONTHS = ("Jan", "Feb", "Mar", "Apr", "May", "Jun", "Jul", "Aug", "Sep", "Oct", "Nov", "Dec")
 _TEXT_TYPES = frozenset(
     {"application/json", "application/xml", "application/x-www-form-urlencoded", "application/javascript"}
 )
 _RANK = {"literal": 3, "param": 2, "greedy": 1}
+HTTP_METHODS = frozenset({"GET", "POST", "PUT", "PATCH", "DELETE", "HEAD", "OPTIONS"})
 
 Invoker = Callable[[str, Any], Invocation]
 
@@ -95,6 +97,15 @@ class RouteTable:
 
     def __init__(self, routes: Iterable[Route]) -> None:
         self.routes = list(routes)
+
+    def methods(self, raw_path: str) -> list[str]:
+        """The methods some route serves at `raw_path` (ANY: all API Gateway serves), for Allow."""
+        requested = [unquote(part) for part in raw_path.lstrip("/").split("/")]
+        found: set[str] = set()
+        for route in self.routes:
+            if route.path != DEFAULT_ROUTE and _match_segments(route.segments, requested) is not None:
+                found.update(HTTP_METHODS if route.method == "ANY" else {route.method})
+        return sorted(found)
 
     def match(self, method: str, raw_path: str) -> RouteMatch | None:
         requested = [unquote(part) for part in raw_path.lstrip("/").split("/")]
@@ -355,9 +366,21 @@ class ApiGateway:
                 return INTERNAL_ERROR
             response = invocation.payload
             if caching and present:
-                with self._cache_lock:
-                    self._cache[key] = (time.monotonic() + authorizer.ttl_seconds, response)
+                self._remember(key, authorizer.ttl_seconds, response)
         return _authorizer_decision(authorizer, response, route_arn)
+
+    def _remember(self, key: tuple[str, tuple[str, ...]], ttl_seconds: int, response: Any) -> None:
+        """Caches a decision; past MAX_CACHED_DECISIONS the expired ones go, then the oldest, so
+        a stream of made-up keys cannot grow the cache without bound."""
+        now = time.monotonic()
+        with self._cache_lock:
+            self._cache.pop(key, None)
+            self._cache[key] = (now + ttl_seconds, response)
+            if len(self._cache) > MAX_CACHED_DECISIONS:
+                for stale in [k for k, (until, _) in self._cache.items() if until <= now]:
+                    del self._cache[stale]
+                while len(self._cache) > MAX_CACHED_DECISIONS:
+                    del self._cache[next(iter(self._cache))]
 
     def _cached(self, key: tuple[str, tuple[str, ...]]) -> Any:
         with self._cache_lock:
@@ -527,7 +550,11 @@ def _handler_class(server: GatewayServer) -> type[BaseHTTPRequestHandler]:
 
         def _method_not_allowed(self) -> None:
             self.close_connection = True
-            self._send(METHOD_NOT_ALLOWED)
+            gateway = server.gateway
+            allowed = gateway.api.routes.methods(urlsplit(self.path).path) if gateway is not None else []
+            self._send(
+                replace(METHOD_NOT_ALLOWED, headers=[*METHOD_NOT_ALLOWED.headers, ("Allow", ", ".join(allowed))])
+            )
 
         def _read_body(self) -> bytes | None:
             if "chunked" in self.headers.get("Transfer-Encoding", "").lower():

@@ -362,6 +362,7 @@ def test_unsupported_methods_get_the_gateways_405_json_not_an_html_501(served: A
         response = connection.getresponse()
         assert response.status == 405
         assert response.getheader("Content-Type") == "application/json"
+        assert response.getheader("Allow") == "GET", "RFC 9110: a 405 lists the methods the path serves"
         assert json.loads(response.read()) == {"message": "Method Not Allowed"}
     finally:
         connection.close()
@@ -380,3 +381,15 @@ def test_the_gateway_logs_the_path_but_never_the_query(served: Any, caplog: pyte
         connection.close()
     assert any("GET /x -> 200" in message for message in caplog.messages), caplog.messages
     assert "mailchimp-secret-token-1234" not in caplog.text
+
+
+def test_the_authorizer_cache_is_bounded_however_many_keys_are_tried(monkeypatch: pytest.MonkeyPatch) -> None:
+    from local import gateway as gateway_module
+
+    monkeypatch.setattr(gateway_module, "MAX_CACHED_DECISIONS", 10)
+    api = gateway([Route("GET", "/x", "Fn", authorizer="Keys")], {"Fn": {}, "AuthFn": simple_decision}, [SIMPLE])
+    for n in range(50):
+        api.handle(request("/x", headers=[("X-Api-Key", f"made-up-{n}")]))
+    assert len(api._cache) == 10
+    api.handle(request("/x", headers=[("X-Api-Key", "made-up-49")]))
+    assert len(events(api, "AuthFn")) == 50, "the newest decisions are still cached"
