@@ -376,3 +376,16 @@ def test_a_table_name_with_an_injection_attempt_is_422_at_registration(api: Mana
     assert any("entity_mappings" in f["field"] for f in response.body["error"]["details"]["fields"])
     assert source not in response.raw, "the offending value is not echoed"
     assert api.call("GET", "/api/integrations").body["items"] == []
+
+
+def test_a_method_a_path_does_not_serve_is_405_with_allow_and_an_unknown_path_is_404(api: ManagementApi) -> None:
+    """Both reach the function through the API's $default route."""
+    wrong = api.call("PUT", "/api/integrations", body={})
+    assert wrong.status == 405, wrong.body
+    assert wrong.headers["Allow"] == "GET, POST"
+    assert wrong.body["error"]["code"] == "method_not_allowed"
+    assert wrong.body["error"]["details"] == {"allowed": ["GET", "POST"]}
+    item = api.call("POST", "/api/integrations/int_00000000000000000000")
+    assert item.status == 405 and item.headers["Allow"] == "DELETE, GET, PATCH"
+    assert api.call("GET", "/api/nothing-here").status == 404
+    assert api.call("PUT", "/api/integrations", org=None).status == 401, "the key is checked first"

@@ -137,7 +137,14 @@ def management_events() -> dict[str, dict[str, Any]]:
 
 
 def template_routes() -> dict[tuple[str, str], dict[str, Any]]:
-    return {(e["Method"].upper(), e["Path"]): e for e in management_events().values()}
+    """The routes the template declares, without the $default fallback (which the code answers
+    with 405 or 404, not with a route of its own)."""
+    return {(e["Method"].upper(), e["Path"]): e for e in management_events().values() if e["Path"] != "$default"}
+
+
+def test_unrouted_requests_reach_the_management_function() -> None:
+    fallbacks = [e for e in management_events().values() if e["Path"] == "$default"]
+    assert fallbacks == [{"ApiId": {"Ref": "ManagementApi"}, "Path": "$default", "Method": "ANY"}]
 
 
 def path_shape(path: str) -> str:

@@ -9,7 +9,9 @@ from __future__ import annotations
 import base64
 import binascii
 import json
+import re
 from collections.abc import Mapping
+from functools import lru_cache
 from typing import Any, cast
 
 from aws_lambda_powertools import Logger
@@ -264,7 +266,29 @@ def build_app(*routers: Any) -> APIGatewayHttpResolver:
 
     @app.not_found
     def route_not_found(_: RouteNotFoundError) -> Response[str]:
-        return error_response(404, "not_found", "no such route")
+        event = app.current_event
+        allowed = served_methods(event.path)
+        if not allowed:
+            return error_response(404, "not_found", "no such route")
+        response = error_response(
+            405, "method_not_allowed", f"{event.http_method} is not allowed here", {"allowed": allowed}
+        )
+        response.headers["Allow"] = ", ".join(allowed)
+        return response
+
+    @lru_cache(maxsize=1)
+    def route_patterns() -> list[tuple[re.Pattern[str], str]]:
+        document = app.get_openapi_schema(**OPENAPI_INFO).model_dump(by_alias=True, exclude_none=True)
+        return [
+            (re.compile("^" + re.sub(r"\\{[^/]+?\\}", "[^/]+", re.escape(path)) + "$"), method.upper())
+            for path, item in document.get("paths", {}).items()
+            for method in item
+            if method in {"get", "put", "post", "delete", "patch", "head", "options"}
+        ]
+
+    def served_methods(path: str) -> list[str]:
+        """The methods some route serves at `path` (for 405 and its Allow header)."""
+        return sorted({method for pattern, method in route_patterns() if pattern.match(path)})
 
     @app.exception_handler(Exception)
     def unexpected(exc: Exception) -> Response[str]:
