@@ -272,6 +272,34 @@ def test_searches_and_other_requests_are_paced_to_hubspots_limits(harness: Any, 
     assert all(later.at - earlier.at >= 1.0 for earlier, later in zip(general, general[4:], strict=False))
 
 
+@pytest.mark.parametrize("left", [1, 2])
+def test_an_incremental_sync_completes_while_another_app_spends_most_of_the_search_allowance(
+    harness: Any, hubspot: FakeHubSpot, left: int
+) -> None:
+    """Issue 10: with 4 of HubSpot's 5 searches a second spent by another app, 1,000 changed
+    contacts used to end in 0 written: every 429 threw the group's answered searches away."""
+    contacts = hubspot.seed(1_200)
+    config = register(harness, hubspot, mappings={"contact": "contacts"})
+    engine = harness.engine(sleep=time.sleep)
+    assert sync(engine, config.integration_id, mode=DataSyncMode.FULL_SYNC).records_written == 1_200
+    changed = contacts[100:1_100]
+    hubspot.modify("contacts", changed, firstname="Renamed")
+    created = hubspot.seed(100, modified=now_ms())
+    hubspot.limit_rates(search=(5, 1.0), other_searches=5 - left)
+    before = len(hubspot.requests)
+
+    run = sync(engine, config.integration_id, mode=DataSyncMode.INCREMENTAL)
+
+    assert run.status is SyncStatus.SUCCEEDED, run.errors
+    records = [r for r in harness.lake_records() if r["batch_id"] == run.sync_id and r["operation"] == "upsert"]
+    counts = Counter(r["record_id"] for r in records)
+    assert set(counts) == {str(i) for i in [*changed, *created]} and max(counts.values()) == 1
+    searches = [s for s in hubspot.requests[before:] if s.path.endswith("/search")]
+    refused = hubspot.throttled()
+    assert len(searches) - refused == 6, "1,000 rows in 200s: no answered search was asked again"
+    assert refused <= 4, "the pace adapts instead of meeting a 429 at every search"
+
+
 def test_a_429_waits_for_the_retry_after_hubspot_names(harness: Any, hubspot: FakeHubSpot) -> None:
     hubspot.seed(500)
     body = {

@@ -100,12 +100,21 @@ class FakeHubSpot(FakeApi):
         self._searches: deque[float] | None = None
         self.general_limit = (100, 10.0)
         self.search_limit = (5, 1.0)
+        self.other_searches = 0
 
     # ------------------------------------------------------------ test set-up
 
-    def limit_rates(self, general: tuple[int, float] = (100, 10.0), search: tuple[int, float] = (5, 1.0)) -> None:
-        """Enforces HubSpot's limits: general requests per rolling window, searches a second."""
+    def limit_rates(
+        self,
+        general: tuple[int, float] = (100, 10.0),
+        search: tuple[int, float] = (5, 1.0),
+        other_searches: int = 0,
+    ) -> None:
+        """Enforces HubSpot's limits: general requests per rolling window, searches a second.
+        `other_searches`: searches another app of the account spends in every window, out of
+        the same account-wide allowance."""
         self.general_limit, self.search_limit = general, search
+        self.other_searches = other_searches
         self._general, self._searches = deque(), deque()
 
     def add_property(self, object_type: str, name: str, kind: str) -> None:
@@ -229,9 +238,10 @@ class FakeHubSpot(FakeApi):
                 return None
             while arrivals and seen.at - arrivals[0] >= window:
                 arrivals.popleft()
-            if len(arrivals) >= limit:
+            others = self.other_searches if search else 0
+            if len(arrivals) + others >= limit:
                 self._throttled += 1
-                wait = max(1, math.ceil(window - (seen.at - arrivals[0])))
+                wait = max(1, math.ceil(window - (seen.at - arrivals[0]))) if arrivals else math.ceil(window)
                 policy = "SECONDLY" if search else "TEN_SECONDLY_ROLLING"
                 reply = _error(
                     429,

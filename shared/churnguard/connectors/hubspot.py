@@ -25,8 +25,12 @@
   incremental one those archived since its start. Owners are a short list, read whole each sync.
 - Limits: searches are paced to HubSpot's 5 a second, other requests by the
   `X-HubSpot-RateLimit-*` headers (per 10 s and per second windows) so a window is not spent;
-  a 429 raises ThrottledError with the Retry-After HubSpot names. The SDK's own retries are off
-  (urllib3 `Retry(total=False)`) so the integration's retry policy is the only one.
+  a 429 raises ThrottledError with the Retry-After HubSpot names. The search allowance belongs
+  to the account and other apps spend it too: a 429 on a search halves our pace and answered
+  windows raise it again one search at a time, and the searches of a group already answered are
+  yielded as a page before the wait, so a shared allowance slows a sync but never stalls it. The
+  SDK's own retries are off (urllib3 `Retry(total=False)`) so the integration's retry policy is
+  the only one.
 - Credentials: a private-app token (`api_key`, or `access_token` without a refresh token) or
   OAuth2 (refreshed before it expires and once on a 401; a rotated refresh token is saved).
 """
@@ -74,6 +78,7 @@ ASSOCIATION_BATCH = 1_000  # ids per v4 associations batch read
 SEARCH_RATE = (5, 1.0)  # searches per second, per account
 DEFAULT_RATE = (100, 10.0)  # requests per 10 s until HubSpot's headers say otherwise
 WINDOW_MARGIN = 0.05  # seconds added to a window: requests arrive later than we send them
+PACE_PROBE_AFTER = 5  # windows answered in a row before a slowed pace tries one request more
 DAILY_PAUSE_SECONDS = 3_600.0
 ASSOCIATIONS = "associations"
 
@@ -129,6 +134,8 @@ class _Window:
         self.seconds = seconds
         self.sent: deque[float] = deque()
         self.budget: int | None = None  # requests left by HubSpot's last count
+        self.ceiling = limit  # the documented limit; `limit` drops below it while others share it
+        self._granted = 0  # requests answered since the pace last changed
 
     def delay(self, now: float) -> float:
         """Seconds to wait before the next request fits."""
@@ -148,6 +155,22 @@ class _Window:
             self.budget = max(self.budget, 1) if waited else self.budget
             self.budget -= 1
         self.sent.append(now)
+
+    def refused(self) -> None:
+        """A 429 although we kept the pace: others spend part of the allowance. Halve the pace."""
+        if self.limit is not None:
+            self.limit = max(1, self.limit // 2)
+        self._granted = 0
+
+    def granted(self) -> None:
+        """An answered request. After a run of them at this pace, try one more a window, up to
+        the documented limit: what others leave us changes as they come and go."""
+        if self.limit is None or self.ceiling is None or self.limit >= self.ceiling:
+            return
+        self._granted += 1
+        if self._granted >= PACE_PROBE_AFTER * self.limit:
+            self.limit += 1
+            self._granted = 0
 
     def observe(self, limit: int | None, seconds: float | None, remaining: int | None) -> None:
         if limit:
@@ -287,6 +310,8 @@ class HubSpotConnector(ApiConnector):
                     failure = exc
             if failure is None:
                 break
+            if search and getattr(failure, "status", None) == 429:
+                self._windows["search"].refused()
             self._observe_limits(getattr(failure, "headers", None) or {})
             if getattr(failure, "status", None) == 401 and not refreshed and self._can_refresh():
                 refreshed = True
@@ -297,6 +322,8 @@ class HubSpotConnector(ApiConnector):
                 raise failure
             raise error from None
         self._observe_limits(response.headers)
+        if search:
+            self._windows["search"].granted()
         try:
             return json.loads(response.data)
         except ValueError:
@@ -510,8 +537,16 @@ class HubSpotConnector(ApiConnector):
         more = True
         while more:
             results: list[dict[str, Any]] = []
+            throttled: ThrottledError | None = None
             while more and len(results) < ASSOCIATION_BATCH:
-                body = self._search(stream, properties, state["since"], last_id)
+                try:
+                    body = self._search(stream, properties, state["since"], last_id)
+                except ThrottledError as exc:
+                    if not results:
+                        raise
+                    # Answered searches are kept: they go out as a page, then the wait begins.
+                    throttled = exc
+                    break
                 found = body.get("results", [])
                 results += found
                 if found:
@@ -525,6 +560,8 @@ class HubSpotConnector(ApiConnector):
                     row[ASSOCIATIONS] = {target: linked[target].get(row["id"], []) for target in associated}
             state = {**state, "id": last_id} if more else _archived_phase(state)
             yield Page(rows, Position(cursor=state))
+            if throttled is not None:
+                raise throttled
         yield from self._archived_pages(stream, state)
 
     def _owner_pages(self, state: dict[str, Any]) -> Generator[Page, None, None]:
