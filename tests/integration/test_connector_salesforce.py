@@ -321,6 +321,53 @@ def test_the_sync_pauses_at_the_daily_api_limit_and_resumes(harness: Any, fake: 
         sync(engine, config.integration_id)
 
 
+def test_a_sync_started_with_no_api_allocation_left_says_paused_why_and_when_and_can_be_cancelled(
+    harness: Any, fake: FakeSalesforce
+) -> None:
+    """Issue 10: the pause before the first page used to leave the run `started`, without a
+    word, for up to a day; a second start answered 409 and nobody could tell why."""
+    from churnguard.errors import ConflictError
+
+    fake.seed(10)
+    fake.api_used = fake.api_limit
+    config = register(harness, fake, mappings={"account": "Account"})
+    engine = harness.engine()
+    run = engine.start_sync(ORG, config.integration_id)
+    with pytest.raises(SourcePausedError):
+        engine.prepare(ref(run))
+
+    status = engine.get_sync_status(ORG, config.integration_id, run.sync_id)
+    assert status.status is SyncStatus.PAUSED
+    assert status.pause_reason is not None and "TotalRequests Limit exceeded." in status.pause_reason
+    assert status.paused_until is not None
+    assert 3500 <= status.paused_until.timestamp() - time.time() <= 3700, "the workflow's hourly retry"
+    assert status.errors[-1].message == status.pause_reason
+    assert not any(token in status.model_dump_json() for token in fake.tokens | fake.refresh_tokens)
+    with pytest.raises(ConflictError):
+        engine.start_sync(ORG, config.integration_id)
+
+    cancelled = engine.cancel(ORG, config.integration_id, run.sync_id)
+    assert cancelled.status is SyncStatus.CANCELLED and cancelled.paused_until is None
+    assert harness.syncs.lock_holder(ORG, config.integration_id) is None
+    assert engine.prepare(ref(run)).done, "the workflow's next try finds the run finished"
+    fake.api_used = 0
+    assert sync(engine, config.integration_id).status is SyncStatus.SUCCEEDED
+
+
+def test_a_paused_run_picks_up_where_it_was_when_the_allocation_returns(harness: Any, fake: FakeSalesforce) -> None:
+    fake.seed(20)
+    fake.api_used = fake.api_limit
+    config = register(harness, fake, mappings={"account": "Account"})
+    engine = harness.engine()
+    run = engine.start_sync(ORG, config.integration_id)
+    with pytest.raises(SourcePausedError):
+        engine.prepare(ref(run))
+    fake.api_used = 0
+    finished = drive(engine, run)
+    assert finished.status is SyncStatus.SUCCEEDED and finished.records_written == 20
+    assert finished.paused_until is None and finished.pause_reason is None
+
+
 def test_large_full_reads_use_a_bulk_api_2_query_job_and_resume_it(
     harness: Any, fake: FakeSalesforce, monkeypatch: pytest.MonkeyPatch
 ) -> None:

@@ -418,8 +418,12 @@ class SalesforceConnector(ApiConnector):
             error = _first_error(_response_content(response))
             if error.get("errorCode") != "REQUEST_LIMIT_EXCEEDED":
                 return
-            if "TotalRequests" in str(error.get("message", "")):
-                raise self._paused("Salesforce refused the request: the org has used its daily API allocation")
+            said = str(error.get("message", ""))
+            if "TotalRequests" in said:
+                raise self._paused(
+                    "Salesforce refused the request: the org has used its daily API allocation"
+                    f" (REQUEST_LIMIT_EXCEEDED: {said[:200]})"
+                )
             raise ThrottledError(
                 CheckStatus.ERROR,
                 f"Salesforce refused {self.doing}: too many concurrent long-running requests"

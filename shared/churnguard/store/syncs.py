@@ -201,12 +201,13 @@ class SyncStore:
                 TableName=self._table,
                 Key=sync_key(organization_id, integration_id, sync_id),
                 UpdateExpression="SET cancel_requested = :yes",
-                ConditionExpression="attribute_exists(pk) AND #status IN (:started, :running)",
+                ConditionExpression="attribute_exists(pk) AND #status IN (:started, :running, :paused)",
                 ExpressionAttributeNames={"#status": "status"},
                 ExpressionAttributeValues={
                     ":yes": {"BOOL": True},
                     ":started": {"S": SyncStatus.STARTED.value},
                     ":running": {"S": SyncStatus.RUNNING.value},
+                    ":paused": {"S": SyncStatus.PAUSED.value},
                 },
             )
         except self._db.exceptions.ConditionalCheckFailedException:

@@ -80,6 +80,8 @@ FLUSH_RECORDS = 50_000
 FLUSH_BYTES = 32 * 1024 * 1024
 LOCK_LEASE_SECONDS = 900.0
 CANCEL_POLL_SECONDS = 2.0
+# The state machine's Retry interval for SourcePausedError (statemachines/sync.asl.json).
+PAUSE_SECONDS = 3600.0
 _METADATA_ATTEMPTS = 3
 
 
@@ -226,7 +228,7 @@ class SyncEngine:
         """Asks the run to stop at its next page boundary. Raises ConflictError if it finished."""
         self._syncs.request_cancel(organization_id, integration_id, sync_id)
         run = self._syncs.get(organization_id, integration_id, sync_id)
-        if run.status is SyncStatus.STARTED:  # no task has touched it yet: nothing to wait for
+        if run.status in {SyncStatus.STARTED, SyncStatus.PAUSED}:  # no task is working on it: nothing to wait for
             try:
                 self._finish(run, SyncStatus.CANCELLED)
             except ConflictError:
@@ -243,7 +245,7 @@ class SyncEngine:
     # ------------------------------------------------------------ state machine tasks
 
     def prepare(self, ref: SyncRef) -> StepResult:
-        run = self._syncs.get(ref.organization_id, ref.integration_id, ref.sync_id)
+        run = _resumed(self._syncs.get(ref.organization_id, ref.integration_id, ref.sync_id))
         if run.status is not SyncStatus.STARTED:
             return self._result(run)  # done already: a retried task
         if run.cancel_requested:
@@ -292,7 +294,7 @@ class SyncEngine:
         """Reads and writes until the time or record budget is spent (finishing the page in
         hand), checkpoints, and says whether the run is done."""
         deadline = self._monotonic() + budget_seconds
-        run = self._syncs.get(ref.organization_id, ref.integration_id, ref.sync_id)
+        run = _resumed(self._syncs.get(ref.organization_id, ref.integration_id, ref.sync_id))
         if run.status is SyncStatus.STARTED:
             self.prepare(ref)
             run = self._syncs.get(ref.organization_id, ref.integration_id, ref.sync_id)
@@ -576,9 +578,14 @@ class SyncEngine:
     def _step_failed(self, run: SyncRun, exc: ChurnGuardError, entity: str | None) -> None:
         """What a failing prepare or extract step leaves: the error on the run (unless another
         task holds it), and `auth_failed` on the integration when the credentials were refused."""
-        if not isinstance(exc, ConflictError):
-            pause = exc.retry_after if isinstance(exc, SourcePausedError) else None
-            self._note_failure(run, exc.message, entity, hold=pause or 0.0)
+        if isinstance(exc, SourcePausedError):
+            # Said as a pause, not a failure: why, and when the workflow tries again.
+            pause = exc.retry_after or PAUSE_SECONDS
+            run.status = SyncStatus.PAUSED
+            run.paused_until, run.pause_reason = _utc(self._clock() + pause), exc.message
+            self._note_failure(run, exc.message, entity, hold=pause)
+        elif not isinstance(exc, ConflictError):
+            self._note_failure(run, exc.message, entity)
         if isinstance(exc, SourceError) and exc.kind is CheckStatus.AUTHENTICATION_FAILED:
             self._mark_authentication_failed(run)
 
@@ -692,6 +699,15 @@ class _Step:
         self.records = 0
         self.stop: str | None = None
         self.entity: str | None = None  # the stream being extracted
+
+
+def _resumed(run: SyncRun) -> SyncRun:
+    """A paused run that a task picks up again: started or running as before the pause (the
+    status is stored with the step's first checkpoint)."""
+    if run.status is SyncStatus.PAUSED:
+        run.status = SyncStatus.RUNNING if run.prepared_at is not None else SyncStatus.STARTED
+        run.paused_until = run.pause_reason = None
+    return run
 
 
 def _utc(epoch: float) -> datetime:

@@ -15,6 +15,9 @@ from churnguard.models import DataSyncMode, Model, ProviderName, StrictModel, Sy
 class SyncStatus(StrEnum):
     STARTED = "started"
     RUNNING = "running"
+    # The source asked to wait (a daily API allocation spent): no task works on the run until
+    # `paused_until`, when the workflow tries again from the last checkpoint.
+    PAUSED = "paused"
     SUCCEEDED = "succeeded"
     FAILED = "failed"
     CANCELLED = "cancelled"
@@ -77,6 +80,8 @@ class SyncRun(Model):
     notes: list[SyncNote] = Field(default_factory=list)
     steps: int = 0
     version: int = 1
+    paused_until: datetime | None = None
+    pause_reason: str | None = None
     # Kept outside the versioned document (see store.syncs), so asking to cancel never races a
     # checkpoint; read back into the model.
     cancel_requested: bool = False
@@ -164,6 +169,8 @@ class SyncRunView(Model):
     trigger: str
     status: SyncStatus
     cancel_requested: bool
+    paused_until: datetime | None = Field(description="while paused: when the next try is")
+    pause_reason: str | None = Field(description="while paused: why, in the provider's words")
     started_at: datetime
     finished_at: datetime | None
     updated_at: datetime
@@ -192,6 +199,8 @@ class SyncRunView(Model):
             trigger=run.trigger,
             status=run.status,
             cancel_requested=run.cancel_requested,
+            paused_until=run.paused_until if run.status is SyncStatus.PAUSED else None,
+            pause_reason=run.pause_reason if run.status is SyncStatus.PAUSED else None,
             started_at=run.started_at,
             finished_at=run.finished_at,
             updated_at=run.updated_at,
