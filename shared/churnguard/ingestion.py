@@ -56,6 +56,7 @@ from churnguard.models import (
 from churnguard.store.integrations import IntegrationFilter
 
 DEFAULT_ENTITY = "event"
+RULE_REQUESTS_PER_MINUTE = 60  # an API we know nothing about: one request a second unless the rule says
 AUTH_TYPE_FIELD = "auth_type"
 SECRETS: dict[RestAuthType, tuple[str, ...]] = {
     RestAuthType.NONE: (),
@@ -102,7 +103,7 @@ class APIIngestionRule(RestSource):
     enabled: JsonBool = True
     field_mappings: dict[FieldPath, FieldPath] = Field(default_factory=dict, max_length=500)
     data_filters: dict[FieldPath, Any] = Field(default_factory=dict, max_length=50)
-    requests_per_minute: JsonInt = Field(default=60, ge=1, le=100_000)
+    requests_per_minute: JsonInt = Field(default=RULE_REQUESTS_PER_MINUTE, ge=1, le=100_000)
     tags: list[Tag] = Field(default_factory=list, max_length=50)
 
     @model_validator(mode="before")
@@ -230,7 +231,7 @@ class APIIngestionRuleView(Model):
             status=config.status,
             field_mappings=sync.field_mappings,
             data_filters=sync.data_filters,
-            requests_per_minute=sync.requests_per_minute,
+            requests_per_minute=sync.requests_per_minute or RULE_REQUESTS_PER_MINUTE,
             tags=config.tags,
             last_poll_at=config.last_sync_at,
             last_error=config.last_error,
@@ -312,7 +313,7 @@ def _rule_document(config: IntegrationConfiguration) -> dict[str, Any]:
         "enabled": config.status is not IntegrationStatus.PAUSED,
         "field_mappings": sync.field_mappings,
         "data_filters": sync.data_filters,
-        "requests_per_minute": sync.requests_per_minute,
+        "requests_per_minute": sync.requests_per_minute or RULE_REQUESTS_PER_MINUTE,
         "tags": config.tags,
     }
 

@@ -266,8 +266,12 @@ class SyncConfiguration(StrictModel):
     field_mappings: dict[FieldPath, FieldPath] = Field(default_factory=dict, max_length=500)
     incremental_field: Identifier = "updated_at"
     last_sync_timestamp: datetime | None = None
-    requests_per_minute: JsonInt = Field(default=60, ge=1, le=100_000)
-    concurrent_requests: JsonInt = Field(default=5, ge=1, le=100)
+    requests_per_minute: JsonInt | None = Field(
+        default=None, ge=1, le=100_000, description="an override; unset, the provider's documented pace"
+    )
+    concurrent_requests: JsonInt | None = Field(
+        default=None, ge=1, le=100, description="an override; unset, what the provider allows at once"
+    )
 
 
 class SyncConfigurationPatch(StrictModel):

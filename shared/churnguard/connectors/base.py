@@ -31,7 +31,7 @@ from uuid import UUID
 
 from pydantic import ConfigDict, computed_field
 
-from churnguard.connectors.resilience import Guard
+from churnguard.connectors.resilience import Guard, ProviderLimits
 from churnguard.errors import ChurnGuardError
 from churnguard.models import (
     DataSyncMode,
@@ -201,6 +201,8 @@ class Connector(ABC):
     # fetching more rows of it is not. HTTP connectors take a slot per HTTP request themselves
     # and set this False, so no call holds a slot while its requests wait for another.
     slot_per_read: ClassVar[bool] = True
+    # Databases meter nothing per request: the pool of one connection per sync is the limit.
+    limits: ClassVar[ProviderLimits] = ProviderLimits(100_000, 5, "no request limit; one connection per sync")
 
     def __init__(
         self,

@@ -64,6 +64,7 @@ from churnguard.connectors.base import (
     ThrottledError,
     TransientSourceError,
 )
+from churnguard.connectors.resilience import ProviderLimits
 from churnguard.models import CredentialType, ProviderName, SourceOptions
 
 if TYPE_CHECKING:
@@ -191,6 +192,9 @@ def _header(headers: Mapping[str, str], name: str) -> int | None:
 
 class HubSpotConnector(ApiConnector):
     provider = ProviderName.HUBSPOT
+    # Private apps: 100 requests per 10 s (190 on Professional and Enterprise), read from the
+    # X-HubSpot-RateLimit-* headers as they come; searches have their own 5 a second.
+    limits = ProviderLimits(600, 5, "100 requests per 10 s per private app; search 5 per second per account")
     provider_label = PROVIDER
     objects: ClassVar[Mapping[str, ApiObject]] = {
         "contacts": ApiObject(("id",), "lastmodifieddate"),

@@ -45,6 +45,7 @@ from typing import Any, ClassVar
 
 from churnguard.connectors.api import ApiConnector, ApiObject
 from churnguard.connectors.base import CheckStatus, Page, Position, SourceError, Stream
+from churnguard.connectors.resilience import ProviderLimits
 from churnguard.models import CredentialType, ProviderName
 
 MAX_COUNT = 1000
@@ -97,6 +98,8 @@ def _activity_id(*parts: Any) -> str:
 
 class MailchimpConnector(ApiConnector):
     provider = ProviderName.MAILCHIMP
+    # No request rate: at most 10 simultaneous connections per user.
+    limits = ProviderLimits(6_000, 10, "10 simultaneous connections per user, no request rate")
     provider_label = "Mailchimp"
     page_size: ClassVar[int] = MAX_COUNT
     objects: ClassVar[Mapping[str, ApiObject]] = {

@@ -112,6 +112,16 @@ class RetryPolicy:
                 retry += 1
 
 
+@dataclass(frozen=True)
+class ProviderLimits:
+    """What a provider documents it serves one account: requests a minute, and at once. A
+    connector declares its provider's; `SyncConfiguration` may override either."""
+
+    requests_per_minute: int
+    concurrent_requests: int
+    source: str  # where the figures come from, for the README and the run's owner
+
+
 class RateLimiter:
     """At most `requests_per_minute` calls (a token bucket; bursts up to `concurrent_requests`)
     and at most `concurrent_requests` in flight, within this process."""
@@ -137,11 +147,18 @@ class RateLimiter:
     def from_sync_config(
         cls,
         config: SyncConfiguration,
+        default_limits: ProviderLimits,
         *,
         clock: Callable[[], float] = time.monotonic,
         sleep: Callable[[float], None] = time.sleep,
     ) -> RateLimiter:
-        return cls(config.requests_per_minute, config.concurrent_requests, clock=clock, sleep=sleep)
+        """The integration's overrides, else the provider's documented limits."""
+        return cls(
+            config.requests_per_minute or default_limits.requests_per_minute,
+            config.concurrent_requests or default_limits.concurrent_requests,
+            clock=clock,
+            sleep=sleep,
+        )
 
     def _take(self) -> float:
         """Takes a token, or returns how long to wait for one."""

@@ -47,6 +47,7 @@ from urllib3.exceptions import NewConnectionError
 from churnguard import netguard
 from churnguard.connectors.api import ApiConnector, ApiObject
 from churnguard.connectors.base import CheckStatus, Page, Position, SourceError, Stream, TransientSourceError
+from churnguard.connectors.resilience import ProviderLimits
 from churnguard.models import (
     REST_SOURCE_OBJECT,
     PaginationType,
@@ -289,6 +290,8 @@ class _Tracker:
 
 class RestConnector(ApiConnector):
     provider: ClassVar[ProviderName] = ProviderName.CUSTOM
+    # An API we know nothing about: one request a second unless the rule says otherwise.
+    limits = ProviderLimits(60, 5, "unknown: a rule's requests_per_minute (60 unless set)")
     provider_label: ClassVar[str] = "the REST API"
     default_entities: ClassVar[Mapping[str, str]] = {DEFAULT_ENTITY: REST_SOURCE_OBJECT}
 

@@ -83,6 +83,7 @@ from churnguard.connectors.base import (
     ThrottledError,
     TransientSourceError,
 )
+from churnguard.connectors.resilience import ProviderLimits
 from churnguard.models import DataSyncMode, ProviderName, SourceOptions
 
 T = TypeVar("T")
@@ -237,6 +238,9 @@ class _MeteredSession(requests.Session):
 
 class SalesforceConnector(ApiConnector):
     provider = ProviderName.SALESFORCE
+    # No per-second limit: 25 long-running requests at once and a rolling daily allocation,
+    # which `api_usage_threshold` guards.
+    limits = ProviderLimits(3_000, 5, "25 concurrent long-running requests; the org's daily API allocation")
     provider_label: ClassVar[str] = PROVIDER
     default_entities: ClassVar[dict[str, str]] = _DEFAULT_ENTITIES
     # Rows per Bulk API 2.0 results request (the response is cut into PAGE_SIZE pages).

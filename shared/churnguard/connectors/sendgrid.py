@@ -32,6 +32,7 @@ from typing import TYPE_CHECKING, Any, ClassVar
 
 from churnguard.connectors.api import ApiConnector, ApiObject
 from churnguard.connectors.base import CheckStatus, Page, Position, SourceError, Stream, ThrottledError
+from churnguard.connectors.resilience import ProviderLimits
 from churnguard.models import ProviderName
 
 if TYPE_CHECKING:
@@ -67,6 +68,8 @@ def _epoch_iso(value: Any) -> str | None:
 
 class SendGridConnector(ApiConnector):
     provider = ProviderName.SENDGRID
+    # Per endpoint, typically 600 a minute, announced in X-RateLimit-* headers (paced by them).
+    limits = ProviderLimits(600, 5, "per endpoint, typically 600 requests per minute (X-RateLimit headers)")
     provider_label = "SendGrid"
     page_size: ClassVar[int] = MAX_LIMIT
     objects: ClassVar[Mapping[str, ApiObject]] = {

@@ -64,6 +64,7 @@ from typing import TYPE_CHECKING, Any, ClassVar, TypeVar
 
 from churnguard.connectors.api import DEFAULT_TIMEOUT, ApiConnector, ApiObject, http_error, unreachable
 from churnguard.connectors.base import CheckStatus, Page, Position, SourceError, Stream
+from churnguard.connectors.resilience import ProviderLimits
 from churnguard.models import ProviderName
 
 if TYPE_CHECKING:
@@ -178,6 +179,8 @@ _KINDS: dict[str, _Kind] = {
 
 class StripeConnector(ApiConnector):
     provider = ProviderName.STRIPE
+    # 100 reads a second in live mode, 25 in test mode (the default honours both).
+    limits = ProviderLimits(1_500, 5, "reads: 100 per second in live mode, 25 in test mode")
     provider_label = "Stripe"
     ping_before_sync = False
     objects: ClassVar[Mapping[str, ApiObject]] = {name: ApiObject() for name in _KINDS}

@@ -348,16 +348,19 @@ class SyncEngine:
     def _connector(self, config: IntegrationConfiguration) -> Connector:
         credentials = self._credentials(config.organization_id, config.integration_id)
         sync = config.sync_config
+        connector_class = self._connectors(config.provider_name)
         guard = Guard(
             retry=RetryPolicy.from_sync_config(sync, sleep=self._sleep, clock=self._monotonic),
-            limiter=RateLimiter.from_sync_config(sync, clock=self._monotonic, sleep=self._sleep),
+            limiter=RateLimiter.from_sync_config(
+                sync, connector_class.limits, clock=self._monotonic, sleep=self._sleep
+            ),
             breaker=CircuitBreaker(self._breakers, config.organization_id, config.integration_id, clock=self._clock),
         )
         saver = None
         if self._save_credentials is not None:
             save = self._save_credentials
             saver = partial(save, config.organization_id, config.integration_id)
-        return self._connectors(config.provider_name)(config, credentials, guard, save_credentials=saver)
+        return connector_class(config, credentials, guard, save_credentials=saver)
 
     def _extract_stream(
         self,
