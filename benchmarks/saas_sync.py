@@ -11,7 +11,10 @@ in process). Reported per connector, medians of `--repeat` runs:
   SendGrid 500, the REST fake's configured page) — the bar is within 5% of it;
 - 429 answers seen and left unhandled (a sync that failed on one). A second pass runs each
   connector with the fake's documented rate limit switched on, and checks every record still
-  lands.
+  lands; for `hubspot-shared` another app spends 4 of the account's 5 searches a second.
+
+Every integration runs with default settings: each provider's documented limits set the pace
+(`hubspot-search-old-defaults` is the same sync at the former global 60 requests a minute).
 
     .venv/bin/python -m benchmarks.saas_sync [--records 10000] [--latency 0.02] [--repeat 3]
         [--only stripe,hubspot,...] [--json]
@@ -193,13 +196,20 @@ def _started(fake: Any) -> Any:
     return fake
 
 
-def _hubspot(mapped: bool) -> Case:
+def _hubspot(
+    mapped: bool,
+    *,
+    key: str | None = None,
+    name: str | None = None,
+    sync_config: dict[str, Any] | None = None,
+    other_searches: int = 0,
+) -> Case:
     from tests.support.fake_hubspot import FakeHubSpot
 
     mappings = {"email": "email", "firstname": "first_name"} if mapped else {}
     return Case(
-        key="hubspot-search" if mapped else "hubspot",
-        name="hubspot (search only)" if mapped else "hubspot (with associations)",
+        key=key or ("hubspot-search" if mapped else "hubspot"),
+        name=name or ("hubspot (search only)" if mapped else "hubspot (with associations)"),
         provider="hubspot",
         page_size=200,
         start=lambda latency: _started(FakeHubSpot(latency=latency)),
@@ -209,7 +219,7 @@ def _hubspot(mapped: bool) -> Case:
             "base_url": fake.url,
             "entity_mappings": {"contact": "contacts"},
             "credentials": {"credential_type": "api_key", "api_key": "pat-na1-test-token"},
-            "sync_config": {"requests_per_minute": 100_000, "field_mappings": mappings},
+            "sync_config": {"field_mappings": mappings, **(sync_config or {})},
         },
         rate_limit=lambda fake: fake.limit_rates(),
     )
@@ -235,7 +245,6 @@ def _salesforce() -> Case:
                 "refresh_token": "refresh-0",
                 "custom_fields": {"client_id": "cg-connected-app", "client_secret": "client-secret-value-0123456789"},
             },
-            "sync_config": {"requests_per_minute": 100_000},
         },
         rate_limit=lambda fake: fake.limit_rate(3, 1.0),
     )
@@ -261,7 +270,6 @@ def _rest() -> Case:
             "base_url": "",
             "entity_mappings": {"event": REST_SOURCE_OBJECT},
             "credentials": rule_credentials(RestAuthType.BEARER, {"token": SecretStr(TOKEN)}).to_plaintext(),
-            "sync_config": {"requests_per_minute": 100_000},
             "rest_source": {
                 "url": f"{fake.url}/v1/events",
                 "data_path": "data",
@@ -317,7 +325,6 @@ def _stripe() -> Case:
             "base_url": fake.proxy.url,
             "entity_mappings": {"customer": "customers"},
             "credentials": {"credential_type": "api_key", "api_key": API_KEY},
-            "sync_config": {"requests_per_minute": 100_000},
         },
         rate_limit=lambda fake: fake.proxy.limit_rate(25, 1.0),
         stop=lambda fake: fake.stop(),
@@ -341,7 +348,6 @@ def _mailchimp() -> Case:
             "base_url": f"{fake.url}/3.0",
             "entity_mappings": {"member": "members"},
             "credentials": {"credential_type": "api_key", "api_key": API_KEY},
-            "sync_config": {"requests_per_minute": 100_000},
         },
         rate_limit=lambda fake: fake.limit_rate(5, 1.0),
     )
@@ -362,7 +368,6 @@ def _sendgrid() -> Case:
             "base_url": fake.url,
             "entity_mappings": {"bounce": "bounces"},
             "credentials": {"credential_type": "api_key", "api_key": API_KEY},
-            "sync_config": {"requests_per_minute": 100_000},
         },
         rate_limit=lambda fake: fake.rate_limit(5, 1.0),
     )
@@ -375,6 +380,15 @@ def cases() -> dict[str, Case]:
         _stripe(),
         _hubspot(mapped=False),
         _hubspot(mapped=True),
+        # What every integration got before providers declared their limits: 60 a minute.
+        _hubspot(
+            mapped=True,
+            key="hubspot-search-old-defaults",
+            name="hubspot (search only, the old default 60/min)",
+            sync_config={"requests_per_minute": 60, "concurrent_requests": 5},
+        ),
+        # Another app of the account spends 4 of the 5 searches a second (its 429 run).
+        _hubspot(mapped=True, key="hubspot-shared", name="hubspot (search only, 1 search/s left)", other_searches=4),
         _salesforce(),
         _mailchimp(),
         _sendgrid(),

@@ -108,6 +108,24 @@ Tag = Annotated[str, StringConstraints(strip_whitespace=True, min_length=1, max_
 Name = Annotated[str, StringConstraints(strip_whitespace=True, min_length=1, max_length=128)]
 Secret = Annotated[SecretStr, Field(max_length=8192)]
 
+
+def _pem_certificates(value: SecretStr) -> SecretStr:
+    """A CA bundle must be PEM certificates; anything else would only fail at connect time."""
+    from cryptography import x509
+
+    try:
+        certificates = x509.load_pem_x509_certificates(value.get_secret_value().encode())
+    except ValueError:
+        raise ValueError("must be one or more PEM certificates (-----BEGIN CERTIFICATE-----)") from None
+    if len(certificates) > 20:
+        raise ValueError("holds more than 20 certificates")
+    return value
+
+
+# The CA a source's TLS certificate is checked against instead of the public ones (a corporate
+# TLS proxy, a sandbox with its own CA). Verification is never switched off.
+CaBundle = Annotated[SecretStr, Field(max_length=65_536), AfterValidator(_pem_certificates)]
+
 _HOSTNAME = re.compile(
     r"^(?=.{1,253}$)[A-Za-z0-9]([A-Za-z0-9-]{0,61}[A-Za-z0-9])?(\.[A-Za-z0-9]([A-Za-z0-9-]{0,61}[A-Za-z0-9])?)*$"
 )
@@ -182,6 +200,9 @@ class IntegrationCredentials(StrictModel):
     api_secret: Secret | None = None
     username: Secret | None = None
     password: Secret | None = None
+    ca_bundle: CaBundle | None = Field(
+        default=None, description="PEM CA certificates to verify the source's TLS certificate with (SaaS and REST)"
+    )
     custom_fields: dict[Annotated[str, StringConstraints(pattern=r"^[A-Za-z0-9_.-]{1,64}$")], Secret] = Field(
         default_factory=dict, max_length=50
     )
@@ -193,9 +214,12 @@ class IntegrationCredentials(StrictModel):
         "api_secret",
         "username",
         "password",
+        "ca_bundle",
     )
 
-    @field_validator("access_token", "refresh_token", "api_key", "api_secret", "username", "password", mode="before")
+    @field_validator(
+        "access_token", "refresh_token", "api_key", "api_secret", "username", "password", "ca_bundle", mode="before"
+    )
     @classmethod
     def _empty_is_unset(cls, value: Any) -> Any:
         return None if value == "" else value

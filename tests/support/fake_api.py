@@ -18,6 +18,7 @@ from collections import deque
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from pathlib import Path
 from typing import Any
 from urllib.parse import parse_qs, urlsplit
 
@@ -94,13 +95,24 @@ class FakeApi:
         self._server = ThreadingHTTPServer(("127.0.0.1", 0), self._handler_class())
         self._server.daemon_threads = True
         self._thread: threading.Thread | None = None
+        self._scheme = "http"
 
     # ------------------------------------------------------------ lifecycle
 
     @property
     def url(self) -> str:
         host, port = self._server.server_address[:2]
-        return f"http://{host}:{port}"
+        return f"{self._scheme}://{host}:{port}"
+
+    def serve_tls(self, cert_file: Path, key_file: Path) -> FakeApi:
+        """Serves HTTPS with this certificate (before `start`)."""
+        import ssl
+
+        context = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
+        context.load_cert_chain(cert_file, key_file)
+        self._server.socket = context.wrap_socket(self._server.socket, server_side=True)
+        self._scheme = "https"
+        return self
 
     def start(self) -> FakeApi:
         self._thread = threading.Thread(target=self._server.serve_forever, name=type(self).__name__, daemon=True)

@@ -37,6 +37,7 @@ from churnguard.connectors.base import (
     ThrottledError,
     TransientSourceError,
 )
+from churnguard.connectors.tls import ca_file
 from churnguard.models import DataSyncMode, SourceOptions
 
 if TYPE_CHECKING:
@@ -128,6 +129,19 @@ def http_error(
 
 def unreachable(provider: str, what: str) -> TransientSourceError:
     return TransientSourceError(CheckStatus.UNREACHABLE, f"{provider} could not be reached for {what}; it is retried")
+
+
+def _verified_session(ca_bundle: str) -> requests.Session:
+    """A session that checks every certificate against `ca_bundle`, whatever a client passes
+    as `verify` (the stripe SDK passes its own bundle with every request)."""
+    import requests
+
+    class VerifiedSession(requests.Session):
+        def send(self, request: requests.PreparedRequest, **kwargs: Any) -> requests.Response:
+            kwargs["verify"] = ca_bundle
+            return super().send(request, **kwargs)
+
+    return VerifiedSession()
 
 
 class ApiConnector(Connector):
@@ -228,9 +242,16 @@ class ApiConnector(Connector):
         if self._session is None:
             import requests
 
-            self._session = requests.Session()
+            bundle = self.ca_bundle_file()
+            self._session = requests.Session() if bundle is None else _verified_session(bundle)
             self._session.headers["User-Agent"] = "ChurnGuard-Integrations/1.0"
         return self._session
+
+    def ca_bundle_file(self) -> str | None:
+        """The CA bundle (a file) the credentials give for the source's certificate; None: the
+        public CAs. Verification itself is never switched off."""
+        bundle = self.credentials.ca_bundle
+        return None if bundle is None else ca_file(bundle.get_secret_value())
 
     def request(
         self, method: str, url: str, *, what: str, expected: tuple[int, ...] = (200,), **kwargs: Any

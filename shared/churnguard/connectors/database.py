@@ -12,9 +12,6 @@ address that was checked where they can (see each connector).
 
 from __future__ import annotations
 
-import hashlib
-import os
-import tempfile
 from dataclasses import dataclass, field
 from datetime import date, datetime
 from typing import Any
@@ -68,20 +65,6 @@ def database_settings(
         password=credentials.password.get_secret_value() if credentials.password else "",
         options=custom,
     )
-
-
-def ca_file(value: str) -> str:
-    """A path to the CA bundle: `value` itself, or a private file holding the PEM text."""
-    if not value.lstrip().startswith("-----BEGIN"):
-        return value
-    digest = hashlib.sha256(value.encode()).hexdigest()[:16]
-    path = os.path.join(tempfile.gettempdir(), f"churnguard-ca-{digest}.pem")
-    if not os.path.exists(path):
-        descriptor, staging = tempfile.mkstemp(prefix="churnguard-ca-", suffix=".pem")
-        with os.fdopen(descriptor, "w") as handle:
-            handle.write(value)
-        os.replace(staging, path)
-    return path
 
 
 def flag(value: str | None) -> bool:

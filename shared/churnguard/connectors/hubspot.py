@@ -41,7 +41,7 @@ import json
 import re
 import time
 from collections import deque
-from collections.abc import Callable, Generator, Mapping
+from collections.abc import Callable, Generator, Iterator, Mapping
 from datetime import UTC, datetime
 from decimal import Decimal, InvalidOperation
 from typing import TYPE_CHECKING, Any, ClassVar
@@ -182,6 +182,14 @@ class _Window:
             self.budget = remaining
 
 
+def _chain(exc: BaseException) -> Iterator[BaseException]:
+    """`exc` and the exceptions it was raised from or while handling."""
+    seen: BaseException | None = exc
+    while seen is not None:
+        yield seen
+        seen = seen.__cause__ or seen.__context__
+
+
 def _header(headers: Mapping[str, str], name: str) -> int | None:
     value = headers.get(name)
     try:
@@ -254,7 +262,11 @@ class HubSpotConnector(ApiConnector):
             import hubspot  # type: ignore[import-untyped]
             from urllib3.util.retry import Retry
 
-            self._client = hubspot.Client.create(access_token=token, retry=Retry(total=False), host=self.base_url)
+            bundle = self.ca_bundle_file()
+            extra = {} if bundle is None else {"ssl_ca_cert": bundle}
+            self._client = hubspot.Client.create(
+                access_token=token, retry=Retry(total=False), host=self.base_url, **extra
+            )
         api = self._apis.get(name)
         if api is None:
             crm = self._client.crm
@@ -341,7 +353,9 @@ class HubSpotConnector(ApiConnector):
     def _error(self, exc: BaseException, what: str, *, search: bool = False) -> SourceError | None:
         from urllib3.exceptions import HTTPError
 
-        if isinstance(exc, HTTPError):
+        # The SDK turns a TLS failure into ApiException(status=0), and then, reading that
+        # exception's empty body, into an AttributeError: the cause is found down the chain.
+        if any(isinstance(link, HTTPError) for link in _chain(exc)):
             return unreachable(PROVIDER, what)
         status = getattr(exc, "status", None)
         if not type(exc).__module__.startswith("hubspot.") or not isinstance(status, int):

@@ -30,7 +30,8 @@ from churnguard.connectors.base import (
     TransientSourceError,
     position_after,
 )
-from churnguard.connectors.database import DatabaseConnector, ca_file, flag
+from churnguard.connectors.database import DatabaseConnector, flag
+from churnguard.connectors.tls import ca_file
 from churnguard.models import DataSyncMode, ProviderName, SourceOptions
 from churnguard.pipeline.encoding import register_encoder
 

@@ -43,11 +43,11 @@ from churnguard.connectors.base import (
 )
 from churnguard.connectors.database import (
     DatabaseConnector,
-    ca_file,
     encoded_key_and_cursor,
     flag,
     table_stream,
 )
+from churnguard.connectors.tls import ca_file
 from churnguard.models import ProviderName, SourceOptions
 from churnguard.pipeline.core import ENCODED_DATA
 from churnguard.pipeline.encoding import DUMPS_OPTIONS, loads_exact

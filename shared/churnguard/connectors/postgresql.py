@@ -38,7 +38,8 @@ from churnguard.connectors.base import (
     TransientSourceError,
     position_after,
 )
-from churnguard.connectors.database import DatabaseConnector, ca_file, encoded_key_and_cursor, table_stream
+from churnguard.connectors.database import DatabaseConnector, encoded_key_and_cursor, table_stream
+from churnguard.connectors.tls import ca_file
 from churnguard.models import ProviderName, SourceOptions
 from churnguard.pipeline.core import ENCODED_DATA
 from churnguard.pipeline.encoding import loads_exact

@@ -226,6 +226,9 @@ class _MeteredSession(requests.Session):
         # would send a request outside this request's rate-limit slot.
         kwargs["allow_redirects"] = False
         connector = self._connector
+        bundle = connector.ca_bundle_file()
+        if bundle is not None:
+            kwargs["verify"] = bundle
         with connector.guard.limiter.slot():
             try:
                 response = super().send(request, **kwargs)
