@@ -389,3 +389,13 @@ def test_a_method_a_path_does_not_serve_is_405_with_allow_and_an_unknown_path_is
     assert item.status == 405 and item.headers["Allow"] == "DELETE, GET, PATCH"
     assert api.call("GET", "/api/nothing-here").status == 404
     assert api.call("PUT", "/api/integrations", org=None).status == 401, "the key is checked first"
+
+
+def test_sync_pace_defaults_to_the_provider_and_a_null_patch_returns_to_it(api: ManagementApi) -> None:
+    created = create(api, sync_config={"requests_per_minute": 60})
+    path = f"/api/integrations/{created['integration_id']}"
+    assert created["integration"]["sync_config"]["requests_per_minute"] == 60
+    patched = api.call("PATCH", path, body={"sync_config": {"requests_per_minute": None}})
+    assert patched.status == 200, patched.body
+    assert patched.body["sync_config"]["requests_per_minute"] is None
+    assert create(api, name="Fresh")["integration"]["sync_config"]["requests_per_minute"] is None
