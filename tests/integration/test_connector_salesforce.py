@@ -321,6 +321,18 @@ def test_the_sync_pauses_at_the_daily_api_limit_and_resumes(harness: Any, fake: 
         sync(engine, config.integration_id)
 
 
+def paused_before_the_first_page(harness: Any, fake: FakeSalesforce, records: int) -> tuple[Any, Any, Any]:
+    """A sync started on an org whose daily API allocation is spent: its prepare pauses."""
+    fake.seed(records)
+    fake.api_used = fake.api_limit
+    config = register(harness, fake, mappings={"account": "Account"})
+    engine = harness.engine()
+    run = engine.start_sync(ORG, config.integration_id)
+    with pytest.raises(SourcePausedError):
+        engine.prepare(ref(run))
+    return engine, config, run
+
+
 def test_a_sync_started_with_no_api_allocation_left_says_paused_why_and_when_and_can_be_cancelled(
     harness: Any, fake: FakeSalesforce
 ) -> None:
@@ -328,14 +340,7 @@ def test_a_sync_started_with_no_api_allocation_left_says_paused_why_and_when_and
     word, for up to a day; a second start answered 409 and nobody could tell why."""
     from churnguard.errors import ConflictError
 
-    fake.seed(10)
-    fake.api_used = fake.api_limit
-    config = register(harness, fake, mappings={"account": "Account"})
-    engine = harness.engine()
-    run = engine.start_sync(ORG, config.integration_id)
-    with pytest.raises(SourcePausedError):
-        engine.prepare(ref(run))
-
+    engine, config, run = paused_before_the_first_page(harness, fake, 10)
     status = engine.get_sync_status(ORG, config.integration_id, run.sync_id)
     assert status.status is SyncStatus.PAUSED
     assert status.pause_reason is not None and "TotalRequests Limit exceeded." in status.pause_reason
@@ -355,13 +360,7 @@ def test_a_sync_started_with_no_api_allocation_left_says_paused_why_and_when_and
 
 
 def test_a_paused_run_picks_up_where_it_was_when_the_allocation_returns(harness: Any, fake: FakeSalesforce) -> None:
-    fake.seed(20)
-    fake.api_used = fake.api_limit
-    config = register(harness, fake, mappings={"account": "Account"})
-    engine = harness.engine()
-    run = engine.start_sync(ORG, config.integration_id)
-    with pytest.raises(SourcePausedError):
-        engine.prepare(ref(run))
+    engine, _, run = paused_before_the_first_page(harness, fake, 20)
     fake.api_used = 0
     finished = drive(engine, run)
     assert finished.status is SyncStatus.SUCCEEDED and finished.records_written == 20
