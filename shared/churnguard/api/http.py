@@ -238,13 +238,18 @@ def build_app(*routers: Any) -> APIGatewayHttpResolver:
     app.configure_openapi(**OPENAPI_INFO)
     app.enable_swagger(path="/api/docs", **OPENAPI_INFO)
 
-    document: list[str] = []
+    @lru_cache(maxsize=1)
+    def described() -> dict[str, Any]:
+        """The OpenAPI document with its error responses, built once per container."""
+        return document_errors(json.loads(app.get_openapi_json_schema(**OPENAPI_INFO)))
+
+    @lru_cache(maxsize=1)
+    def described_json() -> str:
+        return json.dumps(described())
 
     @app.get("/api/openapi.json", include_in_schema=False)
     def openapi_document() -> Response[str]:
-        if not document:
-            document.append(json.dumps(document_errors(json.loads(app.get_openapi_json_schema(**OPENAPI_INFO)))))
-        return Response(status_code=200, content_type=content_types.APPLICATION_JSON, body=document[0])
+        return Response(status_code=200, content_type=content_types.APPLICATION_JSON, body=described_json())
 
     @app.exception_handler(ChurnGuardError)
     def domain_error(exc: ChurnGuardError) -> Response[str]:
@@ -278,7 +283,7 @@ def build_app(*routers: Any) -> APIGatewayHttpResolver:
 
     @lru_cache(maxsize=1)
     def route_patterns() -> list[tuple[re.Pattern[str], str]]:
-        document = app.get_openapi_schema(**OPENAPI_INFO).model_dump(by_alias=True, exclude_none=True)
+        document = described()
         return [
             (re.compile("^" + re.sub(r"\\{[^/]+?\\}", "[^/]+", re.escape(path)) + "$"), method.upper())
             for path, item in document.get("paths", {}).items()
