@@ -281,7 +281,8 @@ class SyncEngine:
                 )
         except ChurnGuardError as exc:
             # Recorded on the run as stored, without the streams this attempt had gathered.
-            self._step_failed(self._syncs.get(ref.organization_id, ref.integration_id, ref.sync_id), exc, None)
+            stored = _resumed(self._syncs.get(ref.organization_id, ref.integration_id, ref.sync_id))
+            self._step_failed(stored, exc, None)
             raise
         finally:
             connector.close()
