@@ -14,7 +14,8 @@ in process). Reported per connector, medians of `--repeat` runs:
   lands; for `hubspot-shared` another app spends 4 of the account's 5 searches a second.
 
 Every integration runs with default settings: each provider's documented limits set the pace
-(`hubspot-search-old-defaults` is the same sync at the former global 60 requests a minute).
+(`hubspot-old-defaults` and `hubspot-search-old-defaults` are the same syncs at the former
+global 60 requests a minute).
 
     .venv/bin/python -m benchmarks.saas_sync [--records 10000] [--latency 0.02] [--repeat 3]
         [--only stripe,hubspot,...] [--json]
@@ -203,6 +204,7 @@ def _hubspot(
     name: str | None = None,
     sync_config: dict[str, Any] | None = None,
     other_searches: int = 0,
+    baseline: bool = False,
 ) -> Case:
     from tests.support.fake_hubspot import FakeHubSpot
 
@@ -221,7 +223,7 @@ def _hubspot(
             "credentials": {"credential_type": "api_key", "api_key": "pat-na1-test-token"},
             "sync_config": {"field_mappings": mappings, **(sync_config or {})},
         },
-        rate_limit=lambda fake: fake.limit_rates(),
+        rate_limit=None if baseline else (lambda fake: fake.limit_rates(other_searches=other_searches)),
     )
 
 
@@ -382,10 +384,18 @@ def cases() -> dict[str, Case]:
         _hubspot(mapped=True),
         # What every integration got before providers declared their limits: 60 a minute.
         _hubspot(
+            mapped=False,
+            key="hubspot-old-defaults",
+            name="hubspot (with associations, the old default 60/min)",
+            sync_config={"requests_per_minute": 60, "concurrent_requests": 5},
+            baseline=True,
+        ),
+        _hubspot(
             mapped=True,
             key="hubspot-search-old-defaults",
             name="hubspot (search only, the old default 60/min)",
             sync_config={"requests_per_minute": 60, "concurrent_requests": 5},
+            baseline=True,
         ),
         # Another app of the account spends 4 of the 5 searches a second (its 429 run).
         _hubspot(mapped=True, key="hubspot-shared", name="hubspot (search only, 1 search/s left)", other_searches=4),
