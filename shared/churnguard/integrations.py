@@ -12,7 +12,13 @@ from pydantic import ValidationError
 
 from churnguard.connectors.identifiers import validate_source_settings
 from churnguard.crypto import CredentialCipher, encryption_context
-from churnguard.errors import ForbiddenError, NotFoundError, ServiceUnavailableError, ValidationFailedError
+from churnguard.errors import (
+    ConflictError,
+    ForbiddenError,
+    NotFoundError,
+    ServiceUnavailableError,
+    ValidationFailedError,
+)
 from churnguard.models import (
     DataSyncMode,
     IntegrationConfiguration,
@@ -32,6 +38,7 @@ if TYPE_CHECKING:
     from churnguard.sync.views import SyncStatusView
 
 logger = logging.getLogger(__name__)
+_DELETE_ATTEMPTS = 3
 
 
 def check_organization(caller_organization_id: str, claimed: str | None) -> None:
@@ -117,7 +124,17 @@ class IntegrationService:
         return IntegrationView.of(after)
 
     def delete(self, organization_id: str, integration_id: str) -> None:
-        self._store.delete(self._store.get(organization_id, integration_id))
+        """Deletes whatever version is current: the platform's own writes (a sync recording its
+        totals) may bump the version between our read and the delete, and are no reason to
+        refuse the caller; each attempt is still conditional on the version it read."""
+        for attempt in range(_DELETE_ATTEMPTS):
+            try:
+                self._store.delete(self._store.get(organization_id, integration_id))
+                break
+            except ConflictError as exc:
+                concurrent = isinstance(exc.details, dict) and exc.details.get("reason") == "concurrent_modification"
+                if not concurrent or attempt == _DELETE_ATTEMPTS - 1:
+                    raise
         if self._scheduler is not None:
             try:
                 self._scheduler.remove(integration_id)

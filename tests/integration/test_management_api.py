@@ -399,3 +399,26 @@ def test_sync_pace_defaults_to_the_provider_and_a_null_patch_returns_to_it(api: 
     assert patched.status == 200, patched.body
     assert patched.body["sync_config"]["requests_per_minute"] is None
     assert create(api, name="Fresh")["integration"]["sync_config"]["requests_per_minute"] is None
+
+
+def test_a_delete_is_not_refused_because_the_platform_updated_the_integration_meanwhile(
+    api: ManagementApi, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A sync's finalize bumps the integration's version (last_sync_at, totals) right after the
+    run shows succeeded; a DELETE reading the integration just before answered 409."""
+    from churnguard.store.integrations import IntegrationStore
+
+    integration_id = create(api)["integration_id"]
+    real_delete = IntegrationStore.delete
+    raced = {"done": False}
+
+    def delete_after_a_concurrent_update(store: IntegrationStore, config: Any) -> None:
+        if not raced["done"]:
+            raced["done"] = True
+            current = store.get(config.organization_id, config.integration_id)
+            store.update(current, current.model_copy(update={"version": current.version + 1}))
+        real_delete(store, config)
+
+    monkeypatch.setattr(IntegrationStore, "delete", delete_after_a_concurrent_update)
+    assert api.call("DELETE", f"/api/integrations/{integration_id}").status == 204
+    assert api.call("GET", f"/api/integrations/{integration_id}").status == 404
