@@ -151,16 +151,15 @@ class WebhookReceiver:
         if len(body) > limit:
             return error(413, "payload_too_large", f"the body is larger than {limit} bytes")
         now = self._clock()
-        window = int(now // 60)
         source = f"{organization_id}#source#{_source_address(event)}"
-        if self._store.rate_spent(source, window, self._settings.unverified_per_source_per_minute):
+        if self._store.rate_spent(source, _window(now)[0], self._settings.unverified_per_source_per_minute):
             return self._too_many(now, "too many unverified webhook deliveries from this address")
         stored = self._store.endpoint(organization_id, provider)
         if stored is None or stored.doc.get("status", "active") != "active":
-            return self._unverified(source, None, window, now, error(404, *NOT_FOUND))
+            return self._unverified(source, None, now, error(404, *NOT_FOUND))
         query = event.get("queryStringParameters") or {}
         if method == "GET":
-            return self._validation_request(stored, provider, query, source, window, now)
+            return self._validation_request(stored, provider, query, source, now)
         return self._deliver(stored, event, headers, query, body, source, now)
 
     def _deliver(  # noqa: PLR0911 - each check answers at once
@@ -174,19 +173,18 @@ class WebhookReceiver:
         now: float,
     ) -> dict[str, Any]:
         """Verifies, parses, counts and enqueues a POST to an active endpoint."""
-        provider, organization_id, window = stored.doc["provider"], stored.doc["organization_id"], int(now // 60)
+        provider, organization_id = stored.doc["provider"], stored.doc["organization_id"]
         try:
             inbound = self._authenticate_and_parse(stored, event, headers, query, body, now)
         except SignatureError as exc:
             refusal = error(401, "invalid_signature", "the delivery's signature does not verify")
-            return self._unverified(source, stored, window, now, refusal, reason=str(exc))
+            return self._unverified(source, stored, now, refusal, reason=str(exc))
         except ParseError as exc:
             return error(400, "bad_request", str(exc))
         if any(len(item.event_id) + len(json.dumps(item.payload)) > SQS_EVENT_BYTES for item in inbound):
             return error(413, "payload_too_large", f"an event is larger than {SQS_EVENT_BYTES} bytes")
-        if not self._store.take_rate(
-            organization_id, window, self._settings.rate_limit_per_minute, expires_at=(window + 2) * 60
-        ):
+        window, expires_at = _window(now)
+        if not self._store.take_rate(organization_id, window, self._settings.rate_limit_per_minute, expires_at):
             return self._too_many(now, "too many webhook deliveries")
         outcome = self._accept(stored, inbound, now)
         if outcome is None:
@@ -201,35 +199,34 @@ class WebhookReceiver:
         return response(200, outcome.__dict__)
 
     def _validation_request(
-        self, stored: StoredEndpoint, provider: str, query: Mapping[str, str], source: str, window: int, now: float
+        self, stored: StoredEndpoint, provider: str, query: Mapping[str, str], source: str, now: float
     ) -> dict[str, Any]:
         """Mailchimp checks a webhook URL with a GET before saving it; no other provider does."""
         if provider != "mailchimp":
-            return self._unverified(source, stored, window, now, error(404, *NOT_FOUND))
+            return self._unverified(source, stored, now, error(404, *NOT_FOUND))
         if self._settings.signature_validation:
             try:
                 signatures.verify_token(query.get("token"), self._secrets(stored))
             except SignatureError:
                 refusal = error(401, "invalid_signature", "the delivery's token does not match")
-                return self._unverified(source, stored, window, now, refusal)
+                return self._unverified(source, stored, now, refusal)
         return response(200, {"status": "ok"})
 
     def _too_many(self, now: float, message: str) -> dict[str, Any]:
-        retry_after = str(max(1, (int(now // 60) + 1) * 60 - int(now)))
+        retry_after = str(max(1, (_window(now)[0] + 1) * 60 - int(now)))
         return error(429, "rate_limited", message, {"Retry-After": retry_after})
 
     def _unverified(
         self,
         source: str,
         stored: StoredEndpoint | None,
-        window: int,
         now: float,
         refusal: dict[str, Any],
         reason: str | None = None,
     ) -> dict[str, Any]:
         """Counts a delivery that failed verification against its source address and endpoint,
         never against the organisation's allowance; past the endpoint's allowance it is a 429."""
-        expires_at = (window + 2) * 60
+        window, expires_at = _window(now)
         self._store.take_rate(source, window, self._settings.unverified_per_source_per_minute, expires_at)
         if stored is None:
             return refusal
@@ -397,6 +394,12 @@ def _raw_body(event: Mapping[str, Any]) -> bytes:
     if event.get("isBase64Encoded"):
         return base64.b64decode(body, validate=True)
     return str(body).encode("utf-8", "surrogatepass")
+
+
+def _window(now: float) -> tuple[int, int]:
+    """The fixed minute every allowance counts in, and when its counter item may expire."""
+    window = int(now // 60)
+    return window, (window + 2) * 60
 
 
 def _source_address(event: Mapping[str, Any]) -> str:
