@@ -18,6 +18,7 @@ and again before every poll.
 
 from __future__ import annotations
 
+import contextlib
 from datetime import datetime
 from typing import Annotated, Any
 
@@ -421,10 +422,11 @@ class IngestionRuleService(IntegrationService):
         token_url_changed = previous is not None and previous.token_url != source.auth.token_url
         if not (given or query_given or replace_query or not same_type or token_url_changed):
             return None, names
-        try:
-            stored = self.load_credentials(before.organization_id, before.integration_id).custom_fields
-        except NotFoundError:  # registered without credentials: the given ones must do
-            stored = {}
+        stored: dict[str, SecretStr] = {}
+        # Registered without credentials: the given ones must do. Nothing kept: no decryption.
+        if same_type or kept_names:
+            with contextlib.suppress(NotFoundError):
+                stored = self.load_credentials(before.organization_id, before.integration_id).custom_fields
         kept = {name: stored[name] for name in SECRETS[source.auth.type] if same_type and name in stored}
         kept_query = {n: stored[secret_query_field(n)] for n in kept_names if secret_query_field(n) in stored}
         query_values = {name: value for name, value in {**kept_query, **query_given}.items() if name in names}
