@@ -139,14 +139,15 @@ def precheck(event: Mapping[str, Any]) -> None:
     Runs before routing and validation, so a stranger learns nothing about a route's fields and no
     malformed body reaches a parser that would fail with anything but the API's own errors.
     """
-    path = (event.get("requestContext") or {}).get("http", {}).get("path") or event.get("rawPath") or ""
+    http = (event.get("requestContext") or {}).get("http") or {}
+    path = http.get("path") or event.get("rawPath") or ""
     if path not in PUBLIC_ROUTES:
         _organization(event)
     body = _raw_body(event)
     limit = platform_settings().management_max_body_bytes
     if len(body) > limit:
         raise PayloadTooLargeError(f"request body is {len(body)} bytes; the limit is {limit}", {"limit_bytes": limit})
-    method = str((event.get("requestContext") or {}).get("http", {}).get("method") or "").upper()
+    method = str(http.get("method") or "").upper()
     media = _media_type(event)
     if media is not None and (body or method in BODY_METHODS):
         media_type, charset = media
