@@ -323,11 +323,18 @@ class SourceOptions(StrictModel):
     `query` (PostgreSQL, MySQL) reads the entity from a SELECT instead of a table; the primary key
     then has to be given, since no catalog knows it. `primary_key` otherwise overrides the
     catalog's and `cursor_field` overrides `sync_config.incremental_field` for this entity.
+    `lookback_seconds` overrides the provider's lookback window of incremental reads (0: none).
     """
 
     query: SourceQuery | None = None
     primary_key: list[Identifier] | None = Field(default=None, min_length=1, max_length=8)
     cursor_field: Identifier | None = None
+    lookback_seconds: JsonInt | None = Field(
+        default=None,
+        ge=0,
+        le=86_400,
+        description="seconds before the last read's start that an incremental read starts; null: the provider's",
+    )
 
 
 # ---------------------------------------------------------------- REST API sources (ingestion rules)

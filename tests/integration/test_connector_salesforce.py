@@ -7,6 +7,7 @@ import secrets
 import time
 from collections import Counter
 from collections.abc import Iterator
+from datetime import UTC, datetime, timedelta
 from typing import Any
 
 import pytest
@@ -55,6 +56,7 @@ def register(
     *,
     creds: IntegrationCredentials | None = None,
     name: str | None = None,
+    source_options: dict[str, Any] | None = None,
     **sync_config: Any,
 ) -> Any:
     return harness.register(
@@ -64,6 +66,7 @@ def register(
         {"account": "Account"} if mappings is None else mappings,
         name=name or f"salesforce-{secrets.token_hex(4)}",
         sync_config={"retry_attempts": 3, "requests_per_minute": 100_000, **sync_config},
+        source_options=source_options or {},
     )
 
 
@@ -144,6 +147,34 @@ def test_incremental_sync_reads_changes_and_deletes_after_the_last_row(harness: 
 
     third = sync(engine, config.integration_id)
     assert third.status is SyncStatus.SUCCEEDED and third.records_written == 0
+
+
+def test_a_record_whose_save_commits_late_is_read_by_the_next_incremental_sync(
+    harness: Any, fake: FakeSalesforce
+) -> None:
+    """SystemModstamp is stamped when a save starts: a long transaction's record becomes visible
+    after a sync has read past that time, and the lookback window reads it the next time."""
+    fake.clock = (datetime.now(UTC) - timedelta(minutes=1)).replace(microsecond=0)  # stamps as Salesforce's
+    ids = fake.seed(12)
+    with_window = register(harness, fake)
+    without = register(harness, fake, source_options={"account": {"lookback_seconds": 0}})
+    engine = harness.engine()
+    for config in (with_window, without):
+        assert sync(engine, config.integration_id, mode=DataSyncMode.INCREMENTAL).records_written == 12
+
+    late = fake.start_save()
+    fake.update("Account", ids[0], Name="Renamed")  # a later stamp, committed at once
+    for config in (with_window, without):
+        assert harness.written_by(sync(engine, config.integration_id)) == [ids[0]]
+    fake.commit(late)
+
+    queries = len(data_requests(fake))
+    caught = sync(engine, with_window.integration_id)
+    assert harness.written_by(caught) == [late], "the records re-read in the window are not written again"
+    assert "WHERE SystemModstamp >= " in fake.soql[-1]
+    assert len(data_requests(fake)) == queries + 1, "the window costs no request while it fits one page"
+    assert sync(engine, with_window.integration_id).records_written == 0
+    assert harness.written_by(sync(engine, without.integration_id)) == [], "without a window the record is lost"
 
 
 def test_an_expired_session_is_refreshed_and_the_read_goes_on(

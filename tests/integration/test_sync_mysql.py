@@ -294,3 +294,45 @@ def test_connection_check_kinds(harness: Any, mysql: Any, mysql_user: str) -> No
     assert status("table", mappings={"customer": "missing_table"}).status is CheckStatus.MISSING_OBJECT
     denied = status("privileges", user=mysql_user, password="reader-password")
     assert denied.status is CheckStatus.MISSING_PRIVILEGES and mysql_user not in denied.model_dump_json()
+
+
+@pytest.mark.parametrize("encoded", [True, False], ids=["rendered-by-mariadb", "python-path"])
+def test_a_row_committed_after_a_later_one_is_read_by_the_next_incremental_sync(
+    harness: Any, mysql: Any, encoded: bool
+) -> None:
+    """An application that stamps updated_at when its transaction starts and commits after a
+    quicker one makes its row visible after the sync has read past that time."""
+    import pymysql
+
+    mysql.execute(
+        "CREATE TABLE orders (id INT PRIMARY KEY, status VARCHAR(40), updated_at DATETIME(6) NOT NULL,"
+        " KEY by_cursor (updated_at, id)) ENGINE=InnoDB"
+    )
+    mysql.execute(
+        "INSERT INTO orders VALUES (1, 'old', UTC_TIMESTAMP(6) - INTERVAL 1 DAY),"
+        " (2, 'recent', UTC_TIMESTAMP(6) - INTERVAL 1 MINUTE)"
+    )
+    with_window = register(harness, mysql, mappings={"order": "orders"})
+    no_window = {"order": {"lookback_seconds": 0}}
+    without = register(harness, mysql, mappings={"order": "orders"}, name="no window", source_options=no_window)
+    engine = harness.engine(source_encoding=encoded)
+    for config in (with_window, without):
+        assert sync(engine, config.integration_id, mode=DataSyncMode.INCREMENTAL).records_written == 2
+
+    url = mysql.url
+    late = pymysql.connect(host=url.host, port=url.port, user=url.user, password=url.password, database=mysql.name)
+    try:
+        with late.cursor() as cur:
+            cur.execute("BEGIN")
+            cur.execute("INSERT INTO orders VALUES (3, 'committed late', UTC_TIMESTAMP(6) - INTERVAL 1 SECOND)")
+        mysql.execute("INSERT INTO orders VALUES (4, 'committed at once', UTC_TIMESTAMP(6))")
+        for config in (with_window, without):
+            run = sync(engine, config.integration_id)
+            assert harness.written_by(run) == ["4"], "row 2, read again in the window, is not written again"
+        late.commit()
+    finally:
+        late.close()
+
+    assert harness.written_by(sync(engine, with_window.integration_id)) == ["3"]
+    assert sync(engine, with_window.integration_id).records_written == 0, "nothing is written twice"
+    assert harness.written_by(sync(engine, without.integration_id)) == [], "without a window, the late row is lost"

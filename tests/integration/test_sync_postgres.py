@@ -305,3 +305,45 @@ def test_a_source_failure_is_recorded_and_finalize_fails_the_run(harness: Any, p
     assert integration.last_error.endswith("a configured table does not exist")
     assert integration.sync_metrics["last_sync_status"] == "failed"
     assert engine.start_sync(ORG, config.integration_id).status is SyncStatus.STARTED
+
+
+@pytest.mark.parametrize("encoded", [True, False], ids=["rendered-by-postgres", "python-path"])
+def test_a_row_committed_after_a_later_one_is_read_by_the_next_incremental_sync(
+    harness: Any, postgres: Any, encoded: bool
+) -> None:
+    """updated_at = now() is the transaction's start: a transaction that commits after a later
+    one makes its row visible after the sync has read past that time."""
+    import psycopg2
+
+    table = f'"{postgres.name}".orders'
+    postgres.execute(
+        f"CREATE TABLE {table} (id bigint PRIMARY KEY, status text, updated_at timestamptz NOT NULL DEFAULT now());"
+        f"INSERT INTO {table} VALUES (1, 'old', now() - interval '1 day'), (2, 'recent', now() - interval '1 minute')"
+    )
+    mappings = {"order": table.replace('"', "")}
+    with_window = register(harness, postgres, mappings)
+    without = register(harness, postgres, mappings, name="no window", source_options={"order": {"lookback_seconds": 0}})
+    engine = harness.engine(source_encoding=encoded)
+    for config in (with_window, without):
+        assert sync(engine, config.integration_id, mode=DataSyncMode.INCREMENTAL).records_written == 2
+
+    url = postgres.url
+    late = psycopg2.connect(host=url.host, port=url.port, user=url.user, dbname=url.database)
+    try:
+        with late.cursor() as cur:  # open: its now() is taken here, its row visible at commit
+            cur.execute(f"INSERT INTO {table} (id, status) VALUES (3, 'committed late')")
+        postgres.execute(f"INSERT INTO {table} (id, status) VALUES (4, 'committed at once')")
+        for config in (with_window, without):
+            run = sync(engine, config.integration_id)
+            assert harness.written_by(run) == ["4"], "row 2, read again in the window, is not written again"
+        late.commit()
+    finally:
+        late.close()
+
+    caught = sync(engine, with_window.integration_id)
+    assert harness.written_by(caught) == ["3"]
+    assert sync(engine, with_window.integration_id).records_written == 0, "nothing is written twice"
+    missed = sync(engine, without.integration_id)
+    assert harness.written_by(missed) == [], "without a window, the late row is lost: the defect the window fixes"
+    lake = [r for r in harness.lake_records() if r["integration_id"] == with_window.integration_id]
+    assert sorted(ids_of(lake).elements(), key=int) == ["1", "2", "3", "4"]

@@ -159,6 +159,8 @@ class FakeSalesforce(FakeApi):
         self.soql: list[str] = []
         self._cursors: dict[str, tuple[list[dict[str, Any]], int]] = {}
         self._serial = itertools.count(1)
+        # Records of saves not committed yet: stamped, invisible to every query until `commit`.
+        self.uncommitted: set[str] = set()
 
     # ------------------------------------------------------------ data
 
@@ -192,6 +194,16 @@ class FakeSalesforce(FakeApi):
         record = self.org.records[sobject][record_id]
         record.update(values)
         record["LastModifiedDate"] = record["SystemModstamp"] = self._tick()
+
+    def start_save(self, sobject: str = "Account") -> str:
+        """A new record in a transaction that has not committed: Salesforce stamps SystemModstamp
+        when the save starts, and the record is visible only once the transaction commits."""
+        (record_id,) = self.seed(1, sobject)
+        self.uncommitted.add(record_id)
+        return record_id
+
+    def commit(self, record_id: str) -> None:
+        self.uncommitted.discard(record_id)
 
     def delete(self, sobject: str, record_id: str) -> None:
         """Moves the record to the recycle bin: only queryAll still returns it, with IsDeleted."""
@@ -338,7 +350,11 @@ class FakeSalesforce(FakeApi):
         keep = self._predicate(matched["where"])
         if keep is None:
             return self._error(400, "MALFORMED_QUERY", "unexpected token in WHERE")
-        rows = [r for r in self.org.records[sobject].values() if (include_deleted or not r["IsDeleted"]) and keep(r)]
+        rows = [
+            r
+            for r in self.org.records[sobject].values()
+            if (include_deleted or not r["IsDeleted"]) and r["Id"] not in self.uncommitted and keep(r)
+        ]
         order = matched["order"]
         if order is None:
             if ordered:

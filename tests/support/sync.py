@@ -139,6 +139,11 @@ class SyncHarness:
             records += [json.loads(line) for line in gzip.decompress(body).splitlines()]
         return records
 
+    def written_by(self, run: SyncRun) -> list[str]:
+        """The record ids `run` wrote, sorted (numerically where they are numbers)."""
+        ids = [r["record_id"] for r in self.lake_records() if r["batch_id"] == run.sync_id]
+        return sorted(ids, key=lambda value: (len(value), value) if value.isdigit() else (0, value))
+
     def lake_keys(self, area: str = "") -> list[str]:
         keys: list[str] = []
         paginator = self.s3.get_paginator("list_objects_v2")

@@ -36,7 +36,9 @@ from churnguard.connectors.base import (
     Stream,
     ThrottledError,
     TransientSourceError,
+    with_recent,
 )
+from churnguard.connectors.lookback import Recent
 from churnguard.connectors.tls import ca_file
 from churnguard.models import DataSyncMode, SourceOptions
 
@@ -224,7 +226,9 @@ class ApiConnector(Connector):
     def state_of(self, stream: Stream, position: Position) -> dict[str, Any]:
         cursor = position.cursor
         encoded = {_STATE_TAG: cursor} if isinstance(cursor, dict) else self.encode_value(cursor)
-        return {"cursor_field": stream.cursor_field, "primary_key": list(stream.primary_key), "cursor": encoded}
+        return with_recent(
+            {"cursor_field": stream.cursor_field, "primary_key": list(stream.primary_key), "cursor": encoded}, position
+        )
 
     def position_of(self, stream: Stream, state: dict[str, Any]) -> Position | None:
         if not state:
@@ -232,9 +236,10 @@ class ApiConnector(Connector):
         if state.get("cursor_field") != stream.cursor_field or state.get("primary_key") != list(stream.primary_key):
             return None
         cursor = state.get("cursor")
+        recent = Recent.from_json(state.get("recent"))
         if isinstance(cursor, dict) and _STATE_TAG in cursor:
-            return Position(cursor=dict(cursor[_STATE_TAG]))
-        return Position(cursor=self.decode_value(cursor))
+            return Position(cursor=dict(cursor[_STATE_TAG]), recent=recent)
+        return Position(cursor=self.decode_value(cursor), recent=recent)
 
     # ------------------------------------------------------------ HTTP
 

@@ -21,7 +21,7 @@ from __future__ import annotations
 import base64
 from abc import ABC, abstractmethod
 from collections.abc import Callable, Generator
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from datetime import date, datetime, time
 from decimal import Decimal
 from enum import StrEnum
@@ -31,6 +31,7 @@ from uuid import UUID
 
 from pydantic import ConfigDict, computed_field
 
+from churnguard.connectors.lookback import LookbackFilter, Recent, start_of_next_read
 from churnguard.connectors.resilience import Guard, ProviderLimits
 from churnguard.errors import ChurnGuardError
 from churnguard.models import (
@@ -142,6 +143,8 @@ class Stream(Model):
     # source can encode whole rows itself (`read(encoded=True)`).
     column_kinds: dict[str, str] = {}
     encodable: bool = False
+    # Seconds an incremental read starts before the last one's start (see `lookback`); 0: none.
+    lookback_seconds: int = 0
 
 
 @dataclass(frozen=True)
@@ -156,6 +159,8 @@ class Position:
 
     cursor: Any = None
     key: tuple[Any, ...] | None = None
+    # The rows near the lookback window, for streams that have one (see `lookback`).
+    recent: Recent | None = None
 
 
 @dataclass(frozen=True)
@@ -203,6 +208,10 @@ class Connector(ABC):
     slot_per_read: ClassVar[bool] = True
     # Databases meter nothing per request: the pool of one connection per sync is the limit.
     limits: ClassVar[ProviderLimits] = ProviderLimits(100_000, 5, "no request limit; one connection per sync")
+    # The lookback window of incremental reads with a time cursor, unless source_options set one.
+    lookback_seconds: ClassVar[int] = 0
+    # Whether pages come in ascending cursor order (the lookback then reads fewer rows' keys).
+    reads_in_cursor_order: ClassVar[bool] = False
 
     def __init__(
         self,
@@ -288,6 +297,27 @@ class Connector(ABC):
             return options.cursor_field
         return self.config.sync_config.incremental_field
 
+    def lookback_for(self, entity: str) -> int:
+        options = self.config.source_options.get(entity)
+        if options is not None and options.lookback_seconds is not None:
+            return options.lookback_seconds
+        return self.lookback_seconds
+
+    def next_read_start(self, stream: Stream, position: Position) -> Position:
+        """Where an incremental read starts after a read that ended at `position`: at the
+        lookback window's start when that is earlier, with the rows to skip there."""
+        if not stream.lookback_seconds or position.recent is None:
+            return position
+        cursor, rewound = start_of_next_read(position.cursor, position.recent, stream.lookback_seconds)
+        if rewound:
+            return Position(cursor=cursor, recent=position.recent.next_read())
+        return replace(position, recent=position.recent.next_read())
+
+    def key_and_cursor(self, stream: Stream, row: dict[str, Any], encoded: bool) -> tuple[tuple[Any, ...], Any]:
+        """A row's key and cursor as the driver's values (an encoded row's as its decoded ones)."""
+        cursor = row.get(stream.cursor_field) if stream.cursor_field else None
+        return tuple(row.get(name) for name in stream.primary_key), cursor
+
     def check(self) -> ConnectionCheck:
         """Connects and probes every entity once, without retries: a person is waiting."""
         try:
@@ -372,9 +402,22 @@ class Connector(ABC):
                 pages = None
                 raise
 
+        lookback = None
+        if stream.lookback_seconds and stream.cursor_field:
+            lookback = LookbackFilter(
+                stream.lookback_seconds,
+                position.recent,
+                partial(self.key_and_cursor, stream, encoded=encoded),
+                self.encode_value,
+                ordered=self.reads_in_cursor_order,
+            )
         try:
             while (page := self._call(fetch, deadline=deadline, limited=False)) is not None:
                 current = page.position
+                if lookback is not None:
+                    rows, deleted = lookback.rows(page.rows), lookback.rows(page.deleted)
+                    at = replace(current, recent=lookback.recent())
+                    page = replace(page, rows=rows, deleted=deleted, position=at)
                 yield page
         finally:
             if pages is not None:
@@ -413,12 +456,15 @@ class Connector(ABC):
         return value if decoder is None else decoder(text)
 
     def state_of(self, stream: Stream, position: Position) -> dict[str, Any]:
-        return {
-            "cursor_field": stream.cursor_field,
-            "primary_key": list(stream.primary_key),
-            "cursor": self.encode_value(position.cursor),
-            "key": None if position.key is None else [self.encode_value(v) for v in position.key],
-        }
+        return with_recent(
+            {
+                "cursor_field": stream.cursor_field,
+                "primary_key": list(stream.primary_key),
+                "cursor": self.encode_value(position.cursor),
+                "key": None if position.key is None else [self.encode_value(v) for v in position.key],
+            },
+            position,
+        )
 
     def position_of(self, stream: Stream, state: dict[str, Any]) -> Position | None:
         """The position a state names, or None when it was taken with another cursor or key
@@ -431,7 +477,15 @@ class Connector(ABC):
         return Position(
             cursor=self.decode_value(state.get("cursor")),
             key=None if key is None else tuple(self.decode_value(v) for v in key),
+            recent=Recent.from_json(state.get("recent")),
         )
+
+
+def with_recent(state: dict[str, Any], position: Position) -> dict[str, Any]:
+    """A stream's state with the rows near its lookback window, if it keeps them."""
+    if position.recent is not None:
+        state["recent"] = position.recent.to_json()
+    return state
 
 
 def position_after(row: dict[str, Any], cursor_field: str | None, primary_key: tuple[str, ...]) -> Position:

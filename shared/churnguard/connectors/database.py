@@ -80,6 +80,8 @@ def table_stream(
     cursor_field: str,
     wanted: frozenset[str] | None,
     json_fields: tuple[str, ...] = (),
+    *,
+    lookback_seconds: int = 0,
 ) -> Stream:
     """The stream of a table or query, with the rules PostgreSQL and MySQL share."""
     key = tuple(options.primary_key or catalog_key)
@@ -108,13 +110,21 @@ def table_stream(
         query=options.query,
         fields=fields,
         json_fields=tuple(f for f in json_fields if fields is None or f in fields),
+        lookback_seconds=lookback_seconds if cursor else 0,
     )
 
 
 class DatabaseConnector(Connector):
     """A connector to a database configured the seed's way: host:port, basic_auth, custom_fields."""
 
+    reads_in_cursor_order = True
     _database_settings: DatabaseSettings | None = None
+
+    def key_and_cursor(self, stream: Stream, row: dict[str, Any], encoded: bool) -> tuple[tuple[Any, ...], Any]:
+        if not encoded:
+            return super().key_and_cursor(stream, row, encoded)
+        typed = encoded_key_and_cursor(stream, row)
+        return (typed[stream.primary_key[0]],), typed.get(stream.cursor_field) if stream.cursor_field else None
 
     def _settings(self) -> DatabaseSettings:
         """Read and checked once per connector: the host is resolved here, not per query."""

@@ -133,6 +133,7 @@ class MongoConnector(DatabaseConnector):
             cursor_field=cursor_field,
             sync_modes=frozenset(modes),
             fields=fields,
+            lookback_seconds=self.lookback_for(entity) if cursor_field else 0,
         )
 
     def _probe(self, stream: Stream) -> None:

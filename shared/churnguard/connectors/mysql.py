@@ -99,6 +99,8 @@ def quote(name: str) -> str:
 
 class MySqlConnector(DatabaseConnector):
     provider = ProviderName.MYSQL
+    # `updated_at` set by the application (or NOW()) at its transaction's start, visible at commit.
+    lookback_seconds = 300
 
     _conn: Any = None
     _mariadb: bool = False
@@ -184,7 +186,15 @@ class MySqlConnector(DatabaseConnector):
             cur.execute(f"SELECT * FROM {from_clause} LIMIT 0", ())  # noqa: S608 - quoted identifiers
             columns = [column[0] for column in cur.description]
         stream = table_stream(
-            entity, name, options, columns, catalog_key, self.cursor_field_for(entity), wanted, tuple(json_columns)
+            entity,
+            name,
+            options,
+            columns,
+            catalog_key,
+            self.cursor_field_for(entity),
+            wanted,
+            tuple(json_columns),
+            lookback_seconds=self.lookback_for(entity),
         )
         encodable = self._mariadb and list(kinds) == columns and _encodable(stream, kinds)
         return stream.model_copy(update={"column_kinds": kinds, "encodable": encodable})

@@ -57,6 +57,8 @@ _RETRYABLE_STATES = ("57014", "57P01", "57P02", "57P03", "40001", "40P01", "55P0
 
 class PostgresConnector(DatabaseConnector):
     provider = ProviderName.POSTGRESQL
+    # `updated_at` is often now(): the transaction's start, visible only at its commit.
+    lookback_seconds = 300
 
     _conn: Any = None
 
@@ -164,7 +166,16 @@ class PostgresConnector(DatabaseConnector):
                 )
             ]
             name = f"{schema}.{table}"
-        stream = table_stream(entity, name, options, columns, catalog_key, self.cursor_field_for(entity), wanted)
+        stream = table_stream(
+            entity,
+            name,
+            options,
+            columns,
+            catalog_key,
+            self.cursor_field_for(entity),
+            wanted,
+            lookback_seconds=self.lookback_for(entity),
+        )
         return stream.model_copy(update={"column_kinds": kinds, "encodable": _encodable(stream, kinds)})
 
     def _query_columns(self, query: str) -> tuple[list[str], dict[str, str]]:

@@ -83,6 +83,7 @@ from churnguard.connectors.base import (
     ThrottledError,
     TransientSourceError,
 )
+from churnguard.connectors.lookback import start_of_next_read
 from churnguard.connectors.resilience import ProviderLimits
 from churnguard.models import DataSyncMode, ProviderName, SourceOptions
 
@@ -244,6 +245,8 @@ class SalesforceConnector(ApiConnector):
     # No per-second limit: 25 long-running requests at once and a rolling daily allocation,
     # which `api_usage_threshold` guards.
     limits = ProviderLimits(3_000, 5, "25 concurrent long-running requests; the org's daily API allocation")
+    # SystemModstamp is set when a save starts; a long transaction commits (becomes visible) later.
+    lookback_seconds = 600
     provider_label: ClassVar[str] = PROVIDER
     default_entities: ClassVar[dict[str, str]] = _DEFAULT_ENTITIES
     # Rows per Bulk API 2.0 results request (the response is cut into PAGE_SIZE pages).
@@ -532,6 +535,7 @@ class SalesforceConnector(ApiConnector):
             sync_modes=frozenset(modes),
             fields=fields,
             column_kinds={f: kinds[f] for f in fields},
+            lookback_seconds=self.lookback_for(entity) if cursor else 0,
         )
 
     @staticmethod
@@ -550,6 +554,19 @@ class SalesforceConnector(ApiConnector):
 
     def _probe(self, stream: Stream) -> None:
         """Nothing to do: the describe in `_discover` already proved the object is queryable."""
+
+    def next_read_start(self, stream: Stream, position: Position) -> Position:
+        cursor, recent = position.cursor, position.recent
+        # A finished read's state is {"ts", "id"} or {"ts"}; a bulk job's is not final.
+        if stream.lookback_seconds and recent is not None and isinstance(cursor, dict) and "job" not in cursor:
+            try:
+                last = _parse_datetime(cursor["ts"]) if isinstance(cursor.get("ts"), str) else None
+            except ValueError:
+                raise _bad_state() from None
+            start, rewound = start_of_next_read(last, recent, stream.lookback_seconds)
+            if rewound:
+                return Position(cursor={"ts": _state_time(start)}, recent=recent.next_read())
+        return super().next_read_start(stream, position)
 
     def _pages(self, stream: Stream, position: Position, page_size: int, encoded: bool) -> Generator[Page, None, None]:
         cursor = position.cursor

@@ -268,7 +268,8 @@ class SyncEngine:
                     mode = DataSyncMode.INCREMENTAL
                     if stream.entity in previous:
                         # None: the cursor or key changed since; only a full read is safe.
-                        position = connector.position_of(stream, previous[stream.entity]) or Position()
+                        last = connector.position_of(stream, previous[stream.entity])
+                        position = Position() if last is None else connector.next_read_start(stream, last)
                     elif run.sync_config.last_sync_timestamp is not None:
                         position = Position(cursor=run.sync_config.last_sync_timestamp)
                 run.streams.append(
