@@ -14,6 +14,7 @@ from churnguard.models import (
     IntegrationCredentials,
     IntegrationType,
     IntegrationUpdateRequest,
+    SourceOptions,
     SyncConfiguration,
     mask_secret,
 )
@@ -235,3 +236,11 @@ def test_organization_ids_are_restricted() -> None:
     for bad in ("", "org 1", "org#1", "x" * 65, "../org"):
         with pytest.raises(ValidationError):
             _create(organization_id=bad)
+
+
+@pytest.mark.parametrize("value", [-1, 86_401, "300", 1.5, True])
+def test_a_lookback_window_is_whole_seconds_up_to_a_day(value: Any) -> None:
+    with pytest.raises(ValidationError):
+        SourceOptions.model_validate({"lookback_seconds": value})
+    assert SourceOptions.model_validate({"lookback_seconds": 0}).lookback_seconds == 0
+    assert SourceOptions().lookback_seconds is None, "unset: the provider's window"

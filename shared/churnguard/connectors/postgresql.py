@@ -12,6 +12,9 @@
   exact string, bytea base64-tagged, naive timestamps as UTC, datetimes in orjson's form) on its
   own core, and Python only adds the record's envelope. Both paths write the same JSON (a test
   compares them type by type).
+- Incremental reads start `lookback_seconds` (300) before the last read began when that is
+  earlier than its last cursor: `updated_at = now()` is the transaction's start, visible only at
+  its commit (see connectors/lookback.py; MySQL does the same).
 - A table without a schema is read from `public`. TLS: `custom_fields.sslmode` (disable … verify-full)
   and `sslrootcert` (path or PEM text).
 """

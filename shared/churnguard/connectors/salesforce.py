@@ -30,7 +30,10 @@ Reading
   full read runs, which reads without deleted rows). A resume re-issues the query after (ts, id)
   rather than keeping the `nextRecordsUrl`: query locators expire after about 15 minutes
   without use (and an org holds only a few open ones per user), while (ts, id) never does, and
-  the new query costs the same one request as the queryMore it replaces.
+  the new query costs the same one request as the queryMore it replaces. An incremental read
+  starts `lookback_seconds` (600) before the last read began when that is earlier, as
+  `SystemModstamp >= since`: a record is stamped when its save starts and visible when the save
+  commits (see connectors/lookback.py).
 - Bulk API 2.0: when a full read's first page reports more rows (`totalSize`, no extra request)
   than bulk_threshold, the rest is read by a query job over the rows after that page. The
   state is then {"job", "locator", "skip", "since", "after"}: the job id is checkpointed as
