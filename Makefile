@@ -15,7 +15,7 @@ VENV_SAM_STAMP := $(VENV_SAM)/.requirements.stamp
 VENV_BENCH_STAMP := $(VENV_BENCH)/.requirements.stamp
 
 .DEFAULT_GOAL := help
-.PHONY: help venv venv-sam dev test lint cfn-lint validate build bench clean
+.PHONY: help venv venv-sam dev test lint cfn-lint validate build bench clean schemas
 
 help:
 	@echo "make dev [ARGS=...]   run the local cloud (python -m local)"
@@ -25,6 +25,7 @@ help:
 	@echo "make validate         sam validate --lint"
 	@echo "make build            sam build into BUILD_DIR ($(BUILD_DIR))"
 	@echo "make bench            run every benchmarks/*.py"
+	@echo "make schemas          write docs/schemas/*.json from the canonical models"
 	@echo "make clean            remove build output and caches (not the venvs)"
 
 # Installs into the existing venv rather than deleting it first, so a requirements change does not
@@ -56,6 +57,10 @@ dev: $(VENV_STAMP)
 
 test: $(VENV_STAMP)
 	$(PY) -m pytest $(ARGS)
+
+# The canonical entities' JSON Schemas, written from the models (a test compares them).
+schemas: $(VENV_STAMP)
+	$(PY) -m churnguard.canonical.schema_files docs/schemas
 
 lint: $(VENV_STAMP)
 	$(VENV)/bin/ruff check .

@@ -296,6 +296,9 @@ class SyncConfiguration(StrictModel):
     concurrent_requests: JsonInt | None = Field(
         default=None, ge=1, le=100, description="an override; unset, what the provider allows at once"
     )
+    include_raw: JsonBool = Field(
+        default=True, description="whether canonical records keep the provider's original object under data.raw"
+    )
 
 
 class SyncConfigurationPatch(StrictModel):
@@ -312,6 +315,7 @@ class SyncConfigurationPatch(StrictModel):
     last_sync_timestamp: datetime | None = None
     requests_per_minute: JsonInt | None = None
     concurrent_requests: JsonInt | None = None
+    include_raw: JsonBool | None = None
 
 
 SourceQuery = Annotated[str, StringConstraints(strip_whitespace=True, min_length=1, max_length=20_000)]

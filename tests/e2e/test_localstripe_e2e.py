@@ -87,7 +87,7 @@ def test_localstripe_webhooks_are_verified_and_land_in_the_lake(cloud: Any, new_
     assert len(landed()) == 2
     records = [r for r in lake_lines(cloud, prefix) if r["record_id"] == customer.id]
     assert {r["entity"] for r in records} == {"customer"}
-    newest = max(records, key=lambda r: r["data"]["occurred_at"])
+    newest = max(records, key=lambda r: r["event_time"])
     assert newest["data"]["name"] == "Ada Lovelace", "the newest state is the record's final state"
 
 

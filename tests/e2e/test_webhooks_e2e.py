@@ -141,7 +141,7 @@ def test_a_shuffled_burst_with_duplicates_and_failures_lands_exactly_once_newest
     newest: dict[str, dict[str, Any]] = {}
     for record in records:
         current = newest.get(record["record_id"])
-        if current is None or record["data"]["occurred_at"] > current["data"]["occurred_at"]:
+        if current is None or record["event_time"] > current["event_time"]:
             newest[record["record_id"]] = record
     assert {rid: r["data"]["email"] for rid, r in newest.items()} == {
         f"cus_{c}": f"v{VERSIONS - 1}-{c}@example.com" for c in range(CUSTOMERS)

@@ -90,11 +90,22 @@ def test_a_full_sync_reads_every_default_object_in_2000_row_pages(harness: Any, 
     records = harness.lake_records()
     assert set(ids_of(records).values()) == {1} and len(records) == 4_515
     by_entity = Counter(r["entity"] for r in records)
-    assert by_entity == {"account": 4_500, "contact": 3, "lead": 3, "opportunity": 3, "case": 3, "task": 3}
+    assert by_entity == {"company": 4_500, "contact": 3, "lead": 3, "deal": 3, "ticket": 3, "task": 3}
     sample = next(r for r in records if r["record_id"] == accounts[41])
     assert sample["provider"] == "salesforce" and sample["source"] == "Account" and sample["operation"] == "upsert"
     assert sample["cursor"] == "2024-01-01T00:00:13+00:00"
-    assert sample["data"] == {
+    assert sample["schema_version"] == 2 and sample["data"] == {
+        "id": accounts[41],
+        "source_ids": {"salesforce": accounts[41]},
+        "name": "Name 42",
+        "industry": "New",
+        "employees": 420,
+        "annual_revenue_minor": 6300,
+        "created_at": "2024-01-01T00:00:13Z",
+        "updated_at": "2024-01-01T00:00:13Z",
+        "raw": sample["data"]["raw"],
+    }
+    assert sample["data"]["raw"] == {
         "Id": accounts[41],
         "IsDeleted": False,
         "CreatedDate": "2024-01-01T00:00:13+00:00",
@@ -137,7 +148,7 @@ def test_incremental_sync_reads_changes_and_deletes_after_the_last_row(harness: 
     assert sorted((r["record_id"], r["operation"]) for r in changed) == sorted(
         [(ids[3], "upsert"), (ids[7], "delete"), *((i, "upsert") for i in added)]
     )
-    assert next(r for r in changed if r["record_id"] == ids[3])["data"]["Name"] == "Renamed"
+    assert next(r for r in changed if r["record_id"] == ids[3])["data"]["name"] == "Renamed"
     incremental = fake.soql[-1]
     assert "WHERE SystemModstamp > 2024-01-01T00:00:11Z OR (SystemModstamp = 2024-01-01T00:00:11Z AND Id >" in (
         incremental

@@ -16,7 +16,6 @@ from __future__ import annotations
 import logging
 import time
 from collections import Counter
-from collections.abc import Iterator
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
@@ -29,9 +28,7 @@ from churnguard.sync.models import SyncStatus
 from tests.support.fake_api import request_gaps
 from tests.support.fake_stripe import (
     API_KEY,
-    LocalStripe,
     StripeProxy,
-    patched_localstripe,
     rate_limited,
     server_error,
 )
@@ -41,37 +38,12 @@ ALL_OBJECTS = {
     "customer": "customers",
     "subscription": "subscriptions",
     "invoice": "invoices",
-    "charge": "charges",
+    "payment": "charges",
     "refund": "refunds",
     "product": "products",
     "price": "prices",
     "coupon": "coupons",
 }
-
-
-@pytest.fixture(scope="module")
-def emulator() -> Iterator[LocalStripe]:
-    with patched_localstripe():
-        local = LocalStripe().start()
-        try:
-            yield local
-        finally:
-            local.stop()
-
-
-@pytest.fixture
-def stripe_api(emulator: LocalStripe) -> Iterator[StripeProxy]:
-    emulator.reset()
-    proxy = StripeProxy(emulator)
-    with proxy:
-        yield proxy
-
-
-@pytest.fixture
-def client(stripe_api: StripeProxy) -> Any:
-    import stripe
-
-    return stripe.StripeClient(API_KEY, base_addresses={"api": stripe_api.url}, max_network_retries=0)
 
 
 def register(harness: Any, proxy: StripeProxy, mappings: dict[str, str] | None = None, **sync_config: Any) -> Any:
@@ -130,7 +102,7 @@ def test_full_sync_reads_every_object_at_100_per_page(harness: Any, stripe_api: 
         "customer": 250,
         "subscription": 1,
         "invoice": 1,
-        "charge": 1,
+        "payment": 1,
         "refund": 1,
         "product": 1,
         "price": 1,
@@ -139,23 +111,20 @@ def test_full_sync_reads_every_object_at_100_per_page(harness: Any, stripe_api: 
     sub = lake["subscription"][0]
     assert sub["record_id"] == subscription_id and sub["operation"] == "upsert" and sub["provider"] == "stripe"
     data = sub["data"]
-    assert data["customer_id"] == customer_id and data["plan"] == plan.id and data["status"] == "active"
-    assert data["amount"] == 3000.0 and data["currency"] == "usd"
-    assert data["mrr"] == {
-        "amount": 3000.0,
-        "run_rate": 3000.0,
-        "currency": "usd",
-        "interval": "month",
-        "counted": True,
-        "complete": True,
-    }
-    assert data["items"]["data"][0]["quantity"] == 2, "Stripe's own fields are kept"
-    assert isinstance(data["current_period_end"], str) and data["current_period_end"].endswith("+00:00")
+    assert data["customer_id"] == customer_id and data["status"] == "active" and sub["schema_version"] == 2
+    assert data["mrr_minor"] == 3000 and data["run_rate_minor"] == 3000 and data["mrr_complete"] is True
+    assert data["currency"] == "USD" and data["quantity"] == 2 and data["interval"] == "month"
+    assert data["items"][0]["price_id"] == plan.id and data["items"][0]["unit_amount_minor"] == 1500
+    assert data["raw"]["items"]["data"][0]["quantity"] == 2, "Stripe's own object is kept under raw"
+    assert data["source_ids"] == {"stripe": subscription_id}
+    assert isinstance(data["current_period_end"], str) and data["current_period_end"].endswith("Z")
     invoice = lake["invoice"][0]["data"]
-    assert invoice["customer_id"] == customer_id and invoice["amount_paid"] == 3000 and invoice["currency"] == "usd"
-    assert invoice["paid_at"] is not None
-    assert lake["refund"][0]["data"]["amount"] == 500 and lake["charge"][0]["data"]["customer_id"] == customer_id
-    assert lake["price"][0]["data"]["unit_amount"] == 1500 and lake["coupon"][0]["data"]["percent_off"] == 50
+    assert invoice["customer_id"] == customer_id and invoice["amount_paid_minor"] == 3000
+    assert invoice["currency"] == "USD" and invoice["paid_at"] is not None
+    assert lake["refund"][0]["data"]["amount_minor"] == 500
+    assert lake["payment"][0]["data"]["customer_id"] == customer_id
+    assert lake["price"][0]["data"]["unit_amount_minor"] == 1500 and lake["price"][0]["data"]["type"] == "recurring"
+    assert lake["coupon"][0]["data"]["percent_off"] == "50"
 
     customer_pages = stripe_api.seen("GET", "/v1/customers")
     assert [r.param("limit") for r in customer_pages] == ["100", "100", "100"], "250 in 3 pages, no ping first"
@@ -204,8 +173,8 @@ def test_incremental_sync_picks_up_updates_creations_and_deletions(
     assert customers[(created.id, "upsert")]["name"] == "Newer"
     (canceled,) = lake["subscription"]
     assert canceled["record_id"] == subscription_id and canceled["operation"] == "upsert"
-    assert canceled["data"]["status"] == "canceled" and canceled["data"]["amount"] == 0.0
-    assert canceled["data"]["mrr"]["run_rate"] == 1000.0 and canceled["data"]["customer_id"] == payer
+    assert canceled["data"]["status"] == "canceled" and canceled["data"]["mrr_minor"] == 0
+    assert canceled["data"]["run_rate_minor"] == 1000 and canceled["data"]["customer_id"] == payer
 
     events = stripe_api.seen("GET", "/v1/events")
     assert events and all(r.param("ending_before") for r in events), "events are read forward from the cursor"

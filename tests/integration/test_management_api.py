@@ -422,3 +422,17 @@ def test_a_delete_is_not_refused_because_the_platform_updated_the_integration_me
     monkeypatch.setattr(IntegrationStore, "delete", delete_after_a_concurrent_update)
     assert api.call("DELETE", f"/api/integrations/{integration_id}").status == 204
     assert api.call("GET", f"/api/integrations/{integration_id}").status == 404
+
+
+def test_the_canonical_schemas_are_served_by_version(api: ManagementApi) -> None:
+    index = api.call("GET", "/api/schemas")
+    assert index.status == 200 and index.body["schema_version"] == 2
+    entities = {e["entity"]: e for e in index.body["entities"]}
+    assert {"customer", "subscription", "contact", "lead", "company", "deal", "ticket", "event"} <= set(entities)
+    assert entities["lead"]["description"].startswith("A prospect")
+    subscription = api.call("GET", entities["subscription"]["schema_url"])
+    assert subscription.status == 200 and subscription.body["x-schema-version"] == 2
+    assert subscription.body["properties"]["mrr_minor"]["type"] == "integer"
+    missing = api.call("GET", "/api/schemas/opportunity")
+    assert missing.status == 404 and missing.body["error"]["code"] == "not_found"
+    assert api.call("GET", "/api/schemas", org=None).status == 401

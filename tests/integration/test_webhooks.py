@@ -250,7 +250,8 @@ def test_signed_stripe_events_are_queued_once_and_land_in_the_lake(
     (record,) = hooks.lake_lines()
     assert (record["entity"], record["record_id"], record["operation"]) == ("customer", "cus_1", "upsert")
     assert record["data"]["email"] == "ann@example.com" and record["cursor"] == "evt_1"
-    assert record["event_time"] == record["data"]["occurred_at"]
+    assert record["event_time"] is not None and record["schema_version"] == 2
+    assert record["data"]["source_ids"] == {"stripe": "cus_1"} and "event_id" not in record["data"], "canonical data"
     assert record["source"] == "webhook:customer.updated"
 
 
@@ -609,7 +610,7 @@ def test_an_older_event_never_overwrites_a_newer_one(hooks: Hooks) -> None:
     assert record["data"]["email"] == "new@example.com"
     (reject,) = hooks.lake_lines("rejects/")
     assert reject["reason"] == "superseded by a newer event for this record"
-    assert reject["raw"]["email"] == "old@example.com"
+    assert reject["raw"]["data"]["email"] == "old@example.com"
 
 
 def test_poison_events_reach_the_dlq_and_are_redriven_after_the_fix(

@@ -1,4 +1,4 @@
-"""MRR normalisation of Stripe subscriptions, and the canonical fields of Stripe records."""
+"""MRR normalisation of Stripe subscriptions (in minor units), and Stripe objects as canonical entities."""
 
 from __future__ import annotations
 
@@ -6,8 +6,8 @@ from typing import Any
 
 import pytest
 
-from churnguard.connectors.stripe import invoice_record, monthly_recurring_revenue, subscription_record
-from churnguard.pipeline.validation import CANONICAL_SCHEMAS, compile_check
+from churnguard.canonical.entities import Invoice, Subscription
+from churnguard.providers.stripe.canonical import canonical, minor, monthly_recurring_revenue
 
 NOW = 1_800_000_000
 
@@ -61,7 +61,14 @@ def discount(of: dict[str, Any] | str, **extra: Any) -> dict[str, Any]:
 
 
 def mrr(sub: dict[str, Any], coupons: dict[str, dict[str, Any]] | None = None) -> dict[str, Any]:
-    return monthly_recurring_revenue(sub, (coupons or {}).get, NOW)
+    result = monthly_recurring_revenue(sub, (coupons or {}).get, NOW)
+    return {
+        "amount": minor(result.amount),
+        "run_rate": minor(result.run_rate),
+        "currency": result.currency,
+        "counted": result.counted,
+        "complete": result.complete,
+    }
 
 
 @pytest.mark.parametrize(
@@ -71,19 +78,18 @@ def mrr(sub: dict[str, Any], coupons: dict[str, dict[str, Any]] | None = None) -
         ("month", 3, 3000, 1000.0),
         ("year", 1, 12000, 1000.0),
         ("year", 2, 12000, 500.0),
-        ("week", 1, 100, 433.33),  # 52 weeks / 12 months
-        ("week", 2, 100, 216.67),
-        ("day", 1, 10, 304.17),  # 365 days / 12 months
+        ("week", 1, 100, 433),  # 52 weeks / 12 months = 433.33, to a whole minor unit
+        ("week", 2, 100, 217),
+        ("day", 1, 10, 304),  # 365 days / 12 months
     ],
 )
-def test_each_interval_is_normalised_to_a_month(interval: str, count: int, amount: int, monthly: float) -> None:
+def test_each_interval_is_normalised_to_a_month(interval: str, count: int, amount: int, monthly: int) -> None:
     result = mrr(subscription(item(price(amount, interval, count))))
 
     assert result == {
         "amount": monthly,
         "run_rate": monthly,
         "currency": "usd",
-        "interval": "month",
         "counted": True,
         "complete": True,
     }
@@ -199,30 +205,53 @@ def test_legacy_plans_and_an_embedded_discount_are_read_too() -> None:
     assert result["amount"] == 360.0 and result["currency"] == "eur"  # 2 × 2400 / 12 × 0.9
 
 
-def test_subscription_records_carry_canonical_fields_and_keep_stripe_fields() -> None:
+def test_a_subscription_is_a_canonical_subscription_with_its_mrr_in_minor_units() -> None:
     sub = subscription(
-        item(price(1000), current_period_end=1_802_592_000),
-        status="canceled",
+        item(price(12000, "year"), quantity=3, current_period_end=1_802_592_000),
+        discounts=[discount(coupon(percent_off=25)), discount(coupon(id="co_2", amount_off=1200, currency="usd"))],
         canceled_at=1_800_000_000,
         metadata={"tier": "gold"},
     )
 
-    row = subscription_record(sub, now=NOW)
+    data = canonical(sub, now=NOW)
 
-    assert row["customer_id"] == "cus_1" and row["plan"] == "price_month_1_1000"
-    assert row["current_period_end"] == "2027-02-14T08:00:00+00:00"
-    assert row["canceled_at"] == "2027-01-15T08:00:00+00:00"
-    assert row["amount"] == 0.0 and row["mrr"]["run_rate"] == 1000.0
-    assert row["metadata"] == {"tier": "gold"} and row["items"] == sub["items"]
-    assert compile_check(CANONICAL_SCHEMAS["subscription"])(row) is None
+    Subscription.model_validate(data)
+    # 3 × 12000 a year = 3000 a month; 25% off → 2250; 1200 a year off → 2150.
+    assert data["mrr_minor"] == 2150 and data["run_rate_minor"] == 2150 and data["mrr_complete"] is True
+    assert data["currency"] == "USD" and data["customer_id"] == "cus_1"
+    assert data["interval"] == "year" and data["interval_count"] == 1 and data["quantity"] == 3
+    assert data["items"] == [
+        {
+            "price_id": "price_year_1_12000",
+            "product_id": "prod_a",
+            "quantity": 3,
+            "unit_amount_minor": 12000,
+            "interval": "year",
+            "interval_count": 1,
+            "usage_type": "licensed",
+            "billing_scheme": "per_unit",
+            "discount_coupon_ids": [],
+        }
+    ]
+    assert [d["coupon_id"] for d in data["discounts"]] == ["co_1", "co_2"]
+    assert data["discounts"][0]["percent_off"] == "25" and data["discounts"][1]["amount_off_minor"] == 1200
+    assert data["current_period_end"] == "2027-02-14T08:00:00Z" and data["canceled_at"] == "2027-01-15T08:00:00Z"
+    assert data["source_ids"] == {"stripe": "sub_1"} and data["raw"] == sub
+    assert "raw" not in canonical(sub, raw=False, now=NOW)
 
 
-def test_invoice_records_fit_the_canonical_schema() -> None:
+def test_a_canceled_subscription_keeps_its_run_rate_but_no_mrr() -> None:
+    data = canonical(subscription(item(price(1000)), status="canceled"), now=NOW)
+    assert data["mrr_minor"] == 0 and data["run_rate_minor"] == 1000 and data["status"] == "canceled"
+
+
+def test_an_invoice_is_a_canonical_invoice() -> None:
     invoice = {
         "id": "in_1",
         "object": "invoice",
         "customer": {"id": "cus_1", "object": "customer"},
         "status": "paid",
+        "total": 2000,
         "amount_due": 2000,
         "amount_paid": 2000,
         "currency": "usd",
@@ -231,8 +260,23 @@ def test_invoice_records_fit_the_canonical_schema() -> None:
         "parent": {"subscription_details": {"subscription": "sub_1"}},
     }
 
-    row = invoice_record(invoice)
+    data = canonical(invoice, raw=False)
 
-    assert row["customer_id"] == "cus_1" and row["subscription_id"] == "sub_1"
-    assert row["paid_at"] == "2027-01-15T08:00:00+00:00" and row["due_date"] is None
-    assert compile_check(CANONICAL_SCHEMAS["invoice"])(row) is None
+    assert Invoice.model_validate(data).paid_at is not None
+    assert data == {
+        "id": "in_1",
+        "source_ids": {"stripe": "in_1"},
+        "customer_id": "cus_1",
+        "subscription_id": "sub_1",
+        "status": "paid",
+        "currency": "USD",
+        "total_minor": 2000,
+        "amount_due_minor": 2000,
+        "amount_paid_minor": 2000,
+        "paid_at": "2027-01-15T08:00:00Z",
+    }
+
+
+def test_an_object_the_model_does_not_cover_is_refused() -> None:
+    with pytest.raises(ValueError, match="no canonical entity"):
+        canonical({"id": "evt_1", "object": "balance_transaction"})

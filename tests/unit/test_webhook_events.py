@@ -3,14 +3,13 @@
 from __future__ import annotations
 
 import json
-from decimal import Decimal
 
 import pytest
 
 from churnguard.pipeline.records import Operation
 from churnguard.webhooks import events
 from churnguard.webhooks.events import ParseError
-from churnguard.webhooks.normalizers import ProviderEvent, normalize, subscriber_hash, subscription_mrr
+from churnguard.webhooks.normalizers import ProviderEvent, normalize, subscriber_hash
 from tests.support.webhooks import XML_BOMB, mailchimp_form, salesforce_message, stripe_event
 
 EXTERNAL_ENTITY = b"""<?xml version="1.0"?><!DOCTYPE x [<!ENTITY xxe SYSTEM "file:///etc/passwd">]><x>&xxe;</x>"""
@@ -106,35 +105,33 @@ def subscription(status: str, items: list[tuple[int, str, int, int]]) -> dict[st
     }
 
 
-def test_stripe_mrr_normalises_intervals_and_drops_to_zero_on_cancellation() -> None:
-    assert subscription_mrr(subscription("active", [(1000, "month", 1, 2)])) == Decimal("20.00")
-    assert subscription_mrr(subscription("active", [(12000, "year", 1, 1)])) == Decimal("10.00")
-    assert subscription_mrr(subscription("active", [(3000, "month", 3, 1)])) == Decimal("10.00")
-    assert subscription_mrr(subscription("canceled", [(1000, "month", 1, 1)])) == Decimal("0.00")
-
-
-def test_stripe_events() -> None:
-    created = json.loads(
-        stripe_event(
-            "evt_1", "customer.subscription.deleted", subscription("active", [(1000, "month", 1, 1)]), 1_700_000_100
-        )
-    )
+def test_stripe_events_become_the_canonical_entities_the_sync_writes() -> None:
+    canceled = subscription("canceled", [(1000, "month", 1, 1)])
+    created = json.loads(stripe_event("evt_1", "customer.subscription.deleted", canceled, 1_700_000_100))
     (change,) = normalize(provider_event("stripe", created["type"], created), {})
     assert (change.entity, change.record_id, change.operation) == ("subscription", "sub_1", Operation.UPSERT)
-    assert change.data["status"] == "canceled" and change.data["mrr"] == Decimal("0.00")
-    assert change.occurred_at.timestamp() == 1_700_000_100
+    assert change.canonical and change.data["status"] == "canceled"
+    assert (change.data["mrr_minor"], change.data["run_rate_minor"]) == (0, 1000), "a canceled one keeps its rate"
+    assert change.data["raw"] == canceled and change.occurred_at.timestamp() == 1_700_000_100
     deleted = json.loads(
         stripe_event("evt_2", "customer.deleted", {"id": "cus_1", "object": "customer", "email": "a@b.c"})
     )
     (change,) = normalize(provider_event("stripe", "customer.deleted", deleted), {})
-    assert (change.entity, change.operation, change.data["email"]) == ("customer", Operation.DELETE, "a@b.c")
+    assert (change.entity, change.operation, change.data) == ("customer", Operation.DELETE, {})
     invoice = json.loads(
         stripe_event(
             "evt_3", "invoice.paid", {"id": "in_1", "object": "invoice", "amount_paid": 1999, "currency": "jpy"}
         )
     )
-    (change,) = normalize(provider_event("stripe", "invoice.paid", invoice), {})
-    assert change.data["amount_paid"] == Decimal(1999)
+    (change,) = normalize(provider_event("stripe", "invoice.paid", invoice), {"include_raw": False})
+    assert change.data == {
+        "id": "in_1",
+        "source_ids": {"stripe": "in_1"},
+        "amount_paid_minor": 1999,
+        "currency": "JPY",
+    }
+    charge = json.loads(stripe_event("evt_5", "charge.succeeded", {"id": "ch_1", "object": "charge", "amount": 5}))
+    assert normalize(provider_event("stripe", "charge.succeeded", charge), {})[0].entity == "payment"
     other = json.loads(stripe_event("evt_4", "payout.paid", {"id": "po_1", "object": "payout"}))
     assert normalize(provider_event("stripe", "payout.paid", other, "evt_4"), {})[0].entity == "event"
 

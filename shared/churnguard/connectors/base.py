@@ -20,7 +20,7 @@ from __future__ import annotations
 
 import base64
 from abc import ABC, abstractmethod
-from collections.abc import Callable, Generator
+from collections.abc import Callable, Generator, Mapping
 from dataclasses import dataclass, field, replace
 from datetime import date, datetime, time
 from decimal import Decimal
@@ -286,7 +286,13 @@ class Connector(ABC):
             scoped(sync.field_mappings, entity, entities),
             scoped(sync.data_filters, entity, entities),
         )
-        return self._translated(lambda: self._discover(entity, source, options, wanted))
+        stream = self._translated(lambda: self._discover(entity, source, options, wanted))
+        # A provider object with a canonical entity lands under that entity's name, whatever
+        # the integration calls it, as the webhook path writes it.
+        canonical = self.canonical_entity(stream)
+        if canonical is not None and canonical != stream.entity:
+            stream = stream.model_copy(update={"entity": canonical})
+        return stream
 
     def streams(self) -> list[Stream]:
         return [self.stream(entity) for entity in self.entity_names()]
@@ -312,6 +318,15 @@ class Connector(ABC):
         if rewound:
             return Position(cursor=cursor, recent=position.recent.next_read())
         return replace(position, recent=position.recent.next_read())
+
+    def canonical_entity(self, stream: Stream) -> str | None:
+        """The canonical entity this stream's rows become, if the provider maps them onto one."""
+        return None
+
+    def canonical_mapper(self, stream: Stream) -> Callable[[Mapping[str, Any]], dict[str, Any]] | None:
+        """The provider's mapping of this stream's rows onto a canonical entity (its
+        `canonical.py`, which the webhook path calls too); None: rows keep their own fields."""
+        return None
 
     def key_and_cursor(self, stream: Stream, row: dict[str, Any], encoded: bool) -> tuple[tuple[Any, ...], Any]:
         """A row's key and cursor as the driver's values (an encoded row's as its decoded ones)."""

@@ -13,10 +13,12 @@ Configuration
   `bulk_threshold` (rows; a full read of more rows than this uses Bulk API 2.0; default 100000)
   and `api_usage_threshold` (share of the org's daily API allocation at which a sync pauses;
   default 0.9). `api_version` (e.g. "59.0") picks the REST version.
-- entities: entity_mappings name objects (Account, Churn_Risk__c, ...), default: account,
-  contact, lead, opportunity, case, task. Every field the user can read is selected (from
-  describe(), once per sync: the fields travel in the stored Stream), except compound
-  address/location fields (their components are read) and base64 bodies.
+- entities: entity_mappings name objects (Account, Churn_Risk__c, ...), default: company
+  (Account), contact, lead, deal (Opportunity), ticket (Case), task; those become canonical
+  entities through churnguard/providers/salesforce/canonical.py, which outbound messages use
+  too. Every field the user can read is selected (from describe(), once per sync: the fields
+  travel in the stored Stream), except compound address/location fields (their components are
+  read) and base64 bodies.
 
 Reading
 - SOQL is composed only from API names checked against `_NAME`, record ids checked against
@@ -59,8 +61,9 @@ from __future__ import annotations
 import csv
 import io
 import re
-from collections.abc import Callable, Generator
+from collections.abc import Callable, Generator, Mapping
 from datetime import UTC, datetime
+from functools import partial
 from typing import Any, ClassVar, TypeVar
 from urllib.parse import urlsplit
 
@@ -89,6 +92,7 @@ from churnguard.connectors.base import (
 from churnguard.connectors.lookback import start_of_next_read
 from churnguard.connectors.resilience import ProviderLimits
 from churnguard.models import DataSyncMode, ProviderName, SourceOptions
+from churnguard.providers.salesforce.canonical import canonical, entity_of
 
 T = TypeVar("T")
 
@@ -121,11 +125,11 @@ _KINDS = {
     "datetime": "datetime",
 }
 _DEFAULT_ENTITIES = {
-    "account": "Account",
+    "company": "Account",
     "contact": "Contact",
     "lead": "Lead",
-    "opportunity": "Opportunity",
-    "case": "Case",
+    "deal": "Opportunity",
+    "ticket": "Case",
     "task": "Task",
 }
 
@@ -557,6 +561,14 @@ class SalesforceConnector(ApiConnector):
 
     def _probe(self, stream: Stream) -> None:
         """Nothing to do: the describe in `_discover` already proved the object is queryable."""
+
+    def canonical_entity(self, stream: Stream) -> str | None:
+        return entity_of(stream.source)
+
+    def canonical_mapper(self, stream: Stream) -> Callable[[Mapping[str, Any]], dict[str, Any]] | None:
+        if entity_of(stream.source) is None:
+            return None  # a custom object keeps its own fields
+        return partial(canonical, stream.source, raw=self.config.sync_config.include_raw)
 
     def next_read_start(self, stream: Stream, position: Position) -> Position:
         cursor, recent = position.cursor, position.recent

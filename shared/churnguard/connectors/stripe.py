@@ -36,29 +36,19 @@
   knows) makes the run read the stream in full instead, with a warning in the log (a connector
   cannot write to the run's history yet). A quiet stream's cursor is moved up to "now" every
   week, so a month without changes does not cost a full read.
-- Records: Stripe's objects as the API returns them; amounts stay integers in the currency's
-  minor units, next to their currency. Fields the canonical schemas name are added or made to
-  fit: customer `created_at`; subscription `customer_id`, `plan` (its price ids), `amount` (the
-  MRR), `currency`, `current_period_end`, `canceled_at` and `mrr`; invoice `customer_id`,
-  `subscription_id`, `due_date`, `paid_at`; charge `customer_id`. Times the schemas name are ISO
-  8601 in UTC (Stripe sends epoch seconds).
-- MRR (`monthly_recurring_revenue`): each licensed item's price × quantity (after
-  `transform_quantity`), per month (day × 365/12, week × 52/12, year ÷ 12, ÷ interval_count),
-  less item discounts, then subscription discounts (percent_off, or amount_off per billing
-  period; `once` coupons and ended discounts do not recur). Metered and one-time prices add
-  nothing; tiered prices cannot be priced from a list and mark the MRR incomplete. `amount`
-  counts only active and past_due subscriptions; `run_rate` is the same sum whatever the status.
+- Records: each object becomes its canonical entity (customer, subscription, invoice, payment
+  for a charge, refund, product, price, coupon) through churnguard/providers/stripe/canonical.py,
+  which the webhook path calls too, with Stripe's object under `raw`. A subscription is handed
+  over with all its items and every discount's coupon embedded, so its MRR is exact.
 """
 
 from __future__ import annotations
 
 import logging
-import math
 import time
 from collections.abc import Callable, Generator, Iterable, Mapping
 from dataclasses import dataclass, replace
-from datetime import UTC, datetime
-from decimal import ROUND_HALF_EVEN, Decimal, InvalidOperation
+from datetime import datetime
 from functools import partial
 from typing import TYPE_CHECKING, Any, ClassVar, TypeVar
 
@@ -66,6 +56,7 @@ from churnguard.connectors.api import DEFAULT_TIMEOUT, ApiConnector, ApiObject, 
 from churnguard.connectors.base import CheckStatus, Page, Position, SourceError, Stream
 from churnguard.connectors.resilience import ProviderLimits
 from churnguard.models import ProviderName
+from churnguard.providers.stripe.canonical import canonical, entity_of, ref, with_coupons
 
 if TYPE_CHECKING:
     import stripe
@@ -80,21 +71,11 @@ RETENTION_MARGIN = 3_600
 CURSOR_REFRESH_AGE = 7 * 86_400
 # Between our clock and Stripe's, and for events that become visible a moment late.
 CLOCK_MARGIN = 300
-COUNTED_STATUSES = frozenset({"active", "past_due"})
-
-_PER_MONTH: dict[str, Decimal] = {
-    "day": Decimal(365) / Decimal(12),
-    "week": Decimal(52) / Decimal(12),
-    "month": Decimal(1),
-    "year": Decimal(1) / Decimal(12),
-}
-_CENT_FRACTION = Decimal("0.01")
 _DISCOUNT_EVENTS = ("customer.discount.created", "customer.discount.updated", "customer.discount.deleted")
 
 logger = logging.getLogger(__name__)
 T = TypeVar("T")
 Row = dict[str, Any]
-CouponLookup = Callable[[str], Mapping[str, Any] | None]
 
 
 @dataclass(frozen=True)
@@ -188,7 +169,7 @@ class StripeConnector(ApiConnector):
         "customer": "customers",
         "subscription": "subscriptions",
         "invoice": "invoices",
-        "charge": "charges",
+        "payment": "charges",
         "refund": "refunds",
         "product": "products",
         "price": "prices",
@@ -478,15 +459,15 @@ class StripeConnector(ApiConnector):
 
     def _record(self, kind: _Kind, item: Mapping[str, Any]) -> Row:
         if kind.object == "subscription":
-            return subscription_record(self._with_all_items(item), self._coupon)
-        if kind.object == "invoice":
-            return invoice_record(item)
-        row = dict(item)
-        if kind.object == "customer":
-            row["created_at"] = _iso(item.get("created"))
-        elif kind.object == "charge":
-            row["customer_id"] = _ref(item.get("customer"))
-        return row
+            return with_coupons(self._with_all_items(item), self._coupon)
+        return dict(item)
+
+    def canonical_entity(self, stream: Stream) -> str | None:
+        kind = _KINDS.get(stream.source)
+        return entity_of({"object": kind.object}) if kind is not None else None
+
+    def canonical_mapper(self, stream: Stream) -> Callable[[Mapping[str, Any]], Row] | None:
+        return partial(canonical, raw=self.config.sync_config.include_raw)
 
     def _with_all_items(self, subscription: Mapping[str, Any]) -> Mapping[str, Any]:
         """Stripe embeds a subscription's first 10 items; the rest (rare) are listed here."""
@@ -520,207 +501,7 @@ class StripeConnector(ApiConnector):
         return self._coupons[coupon_id]
 
 
-# ------------------------------------------------------------ records and MRR (pure)
-
-
-def subscription_record(
-    subscription: Mapping[str, Any], coupon_of: CouponLookup = lambda _: None, now: int | None = None
-) -> Row:
-    """A subscription with the canonical fields and its normalised MRR."""
-    row = dict(subscription)
-    mrr = monthly_recurring_revenue(subscription, coupon_of, now)
-    items = _items(subscription)
-    prices = [str(price["id"]) for price in map(_price_of, items) if price.get("id")]
-    ends = [item["current_period_end"] for item in items if isinstance(item.get("current_period_end"), int)]
-    period_end = subscription.get("current_period_end")
-    row.update(
-        customer_id=_ref(subscription.get("customer")),
-        plan=",".join(prices) or None,
-        amount=mrr["amount"],
-        currency=mrr["currency"],
-        current_period_end=_iso(period_end if isinstance(period_end, int) else min(ends, default=None)),
-        canceled_at=_iso(subscription.get("canceled_at")),
-        mrr=mrr,
-    )
-    return row
-
-
-def invoice_record(invoice: Mapping[str, Any]) -> Row:
-    row = dict(invoice)
-    parent = invoice.get("parent") or {}
-    details = parent.get("subscription_details") or {} if isinstance(parent, Mapping) else {}
-    transitions = invoice.get("status_transitions") or {}
-    row.update(
-        customer_id=_ref(invoice.get("customer")),
-        subscription_id=_ref(invoice.get("subscription") or details.get("subscription")),
-        due_date=_iso(invoice.get("due_date")),
-        paid_at=_iso(transitions.get("paid_at")),
-    )
-    return row
-
-
-def monthly_recurring_revenue(
-    subscription: Mapping[str, Any], coupon_of: CouponLookup = lambda _: None, now: int | None = None
-) -> dict[str, Any]:
-    """The subscription's recurring revenue per month, in the currency's minor units."""
-    moment = int(time.time()) if now is None else now
-    currency = subscription.get("currency")
-    complete = True
-    lines: list[list[Any]] = []  # [monthly amount, product id, months per billing period factor]
-    for item in _items(subscription):
-        price = _price_of(item)
-        currency = currency or price.get("currency")
-        gross, factor, known = _item_monthly(item, price)
-        (net,), applied = _discounted([gross], [0], factor, _discounts(item), coupon_of, currency, moment)
-        complete = complete and known and applied
-        lines.append([net, _ref(price.get("product")), factor])
-    amounts = [line[0] for line in lines]
-    for discount in _discounts(subscription):
-        coupon = _coupon_of(discount, coupon_of) if discount is not None else None
-        products = ((coupon or {}).get("applies_to") or {}).get("products")
-        eligible = [i for i, line in enumerate(lines) if not products or line[1] in products]
-        if not eligible:
-            continue
-        amounts, applied = _discounted(
-            amounts, eligible, lines[eligible[0]][2], [discount], coupon_of, currency, moment
-        )
-        complete = complete and applied
-    run_rate = sum(amounts, Decimal(0))
-    counted = subscription.get("status") in COUNTED_STATUSES
-    return {
-        "amount": _money(run_rate if counted else Decimal(0)),
-        "run_rate": _money(run_rate),
-        "currency": currency,
-        "interval": "month",
-        "counted": counted,
-        "complete": complete,
-    }
-
-
-def _item_monthly(item: Mapping[str, Any], price: Mapping[str, Any]) -> tuple[Decimal, Decimal, bool]:
-    """(amount per month, months-per-period factor, whether it could be priced) of one item."""
-    if price.get("object") == "plan" or ("recurring" not in price and "interval" in price):
-        recurring: Mapping[str, Any] = price
-        unit = price.get("amount_decimal") or price.get("amount")
-        transform = price.get("transform_usage")
-    else:
-        recurring = price.get("recurring") or {}
-        if not recurring:
-            return Decimal(0), Decimal(0), True  # a one-time price is not recurring revenue
-        unit = price.get("unit_amount_decimal") or price.get("unit_amount")
-        transform = price.get("transform_quantity")
-    per_month = _PER_MONTH.get(str(recurring.get("interval")))
-    if per_month is None:
-        return Decimal(0), Decimal(0), False
-    factor = per_month / Decimal(int(recurring.get("interval_count") or 1))
-    if recurring.get("usage_type") == "metered":
-        return Decimal(0), factor, True  # billed on usage after the fact: no recurring amount
-    if price.get("billing_scheme") == "tiered" or unit is None:
-        return Decimal(0), factor, False
-    quantity = item.get("quantity")
-    units = Decimal(1 if quantity is None else int(quantity))
-    if isinstance(transform, Mapping) and transform.get("divide_by"):
-        ratio = units / Decimal(int(transform["divide_by"]))
-        units = Decimal(math.floor(ratio) if transform.get("round") == "down" else math.ceil(ratio))
-    try:
-        return Decimal(str(unit)) * units * factor, factor, True
-    except InvalidOperation:
-        return Decimal(0), factor, False
-
-
-def _discounted(
-    amounts: list[Decimal],
-    eligible: list[int],
-    factor: Decimal,
-    discounts: Iterable[Mapping[str, Any] | None],
-    coupon_of: CouponLookup,
-    currency: str | None,
-    now: int,
-) -> tuple[list[Decimal], bool]:
-    """`amounts` with the recurring discounts applied to the `eligible` ones; False when a
-    discount could not be read (its coupon is gone, another currency without an amount)."""
-    result, complete = list(amounts), True
-    for discount in discounts:
-        coupon = _coupon_of(discount, coupon_of) if discount is not None else None
-        if coupon is None:
-            complete = False
-            continue
-        ended = isinstance(discount, Mapping) and isinstance(discount.get("end"), int) and discount["end"] <= now
-        if coupon.get("duration") == "once" or ended:
-            continue
-        total = sum((result[i] for i in eligible), Decimal(0))
-        if total <= 0:
-            continue
-        if coupon.get("percent_off") is not None:
-            remaining = total * (1 - Decimal(str(coupon["percent_off"])) / 100)
-        else:
-            amount_off = _amount_off(coupon, currency)
-            if amount_off is None:
-                complete = False
-                continue
-            remaining = max(Decimal(0), total - amount_off * factor)
-        for i in eligible:
-            result[i] = result[i] * remaining / total
-    return result, complete
-
-
-def _amount_off(coupon: Mapping[str, Any], currency: str | None) -> Decimal | None:
-    amount = coupon.get("amount_off")
-    if amount is None:
-        return None
-    if coupon.get("currency") in (None, currency):
-        return Decimal(int(amount))
-    option = (coupon.get("currency_options") or {}).get(currency or "") or {}
-    return Decimal(int(option["amount_off"])) if option.get("amount_off") is not None else None
-
-
-def _discounts(holder: Mapping[str, Any]) -> list[Mapping[str, Any] | None]:
-    """Expanded discounts (None for one only known by id), plus the legacy single `discount`."""
-    found: list[Mapping[str, Any] | None] = [
-        entry if isinstance(entry, Mapping) else None for entry in holder.get("discounts") or []
-    ]
-    legacy = holder.get("discount")
-    known = {entry.get("id") for entry in found if entry is not None}
-    if isinstance(legacy, Mapping) and legacy.get("id") not in known:
-        found.append(legacy)
-    return found
-
-
-def _coupon_of(discount: Mapping[str, Any], coupon_of: CouponLookup) -> Mapping[str, Any] | None:
-    coupon = discount.get("coupon")  # older API versions embed it here
-    if coupon is None:
-        coupon = (discount.get("source") or {}).get("coupon")
-    if isinstance(coupon, str):
-        return coupon_of(coupon)
-    return coupon if isinstance(coupon, Mapping) else None
-
-
-def _items(subscription: Mapping[str, Any]) -> list[Mapping[str, Any]]:
-    return list((subscription.get("items") or {}).get("data") or [])
-
-
-def _price_of(item: Mapping[str, Any]) -> Mapping[str, Any]:
-    price = item.get("price") or item.get("plan")
-    return price if isinstance(price, Mapping) else {}
-
-
-def _money(amount: Decimal) -> float:
-    return float(amount.quantize(_CENT_FRACTION, rounding=ROUND_HALF_EVEN))
-
-
-def _ref(value: Any) -> str | None:
-    """An expandable field's id, whether Stripe sent the id or the object."""
-    if isinstance(value, str):
-        return value
-    if isinstance(value, Mapping) and isinstance(value.get("id"), str):
-        return str(value["id"])
-    return None
-
-
-def _iso(value: Any) -> str | None:
-    if isinstance(value, bool) or not isinstance(value, int | float):
-        return None
-    return datetime.fromtimestamp(value, UTC).isoformat()
+# ------------------------------------------------------------ helpers
 
 
 def _is_kind(kind: _Kind, subject: Mapping[str, Any]) -> bool:
@@ -731,9 +512,9 @@ def _changed_id(kind: _Kind, event: Mapping[str, Any]) -> str | None:
     """The id of the stream's object an event changed (a discount event names its holder)."""
     subject = (event.get("data") or {}).get("object") or {}
     if _is_kind(kind, subject):
-        return _ref(subject)
+        return ref(subject)
     if subject.get("object") == "discount":
-        return _ref(subject.get(kind.object))
+        return ref(subject.get(kind.object))
     return None
 
 

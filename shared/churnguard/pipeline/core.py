@@ -19,6 +19,7 @@ from typing import Any
 
 import orjson
 
+from churnguard.canonical.entities import SCHEMA_VERSION, tombstone
 from churnguard.models import IntegrationConfiguration
 from churnguard.pipeline.encoding import DUMPS_OPTIONS, default, dumps, loads_exact
 from churnguard.pipeline.mapping import FieldMapper, RowFilter, scoped
@@ -107,8 +108,11 @@ class StreamPipeline:
         check: Callable[[Mapping[str, Any]], str | None] | None = None,
         max_record_bytes: int = MAX_RECORD_BYTES,
         encoded: bool = False,
+        canonicalize: Callable[[Row], dict[str, Any]] | None = None,
     ) -> None:
-        if encoded and (mapper is not None or row_filter is not None or check is not None):
+        """`canonicalize` turns a provider's row into its canonical entity's data (the provider's
+        `canonical.py`); a row it refuses (ValueError) is a reject with the reason."""
+        if encoded and (mapper is not None or row_filter is not None or check is not None or canonicalize):
             raise ValueError("rows the source encoded can be neither mapped, filtered nor checked per row")
         if encoded and context.event_time_field is not None:
             raise ValueError("rows the source encoded carry no event time")
@@ -117,6 +121,7 @@ class StreamPipeline:
         self._mapper = mapper
         self._filter = row_filter
         self._check = check
+        self._canonicalize = canonicalize
         self._max_bytes = max_record_bytes
         self._record_id = _record_id_function(context.primary_key)
         self._single_key = context.primary_key[0] if len(context.primary_key) == 1 else None
@@ -128,6 +133,7 @@ class StreamPipeline:
             "entity": context.entity,
             "source": context.source,
             "batch_id": context.batch_id,
+            "schema_version": SCHEMA_VERSION,
         }
         # '{"organization_id":…,"operation":"upsert",' — each line appends its own fields to this.
         self._prefixes = {op: orjson.dumps({**constant, "operation": op.value})[:-1] + b"," for op in Operation}
@@ -143,6 +149,7 @@ class StreamPipeline:
     def _process_rows(self, rows: Iterable[Row], batch: Batch, operation: Operation) -> None:
         prefix = self._prefixes[operation]
         row_filter, mapper, check = self._filter, self._mapper, self._check
+        canonicalize, deleting = self._canonicalize, operation is Operation.DELETE
         record_id_of, single_key, cursor_field = self._record_id, self._single_key, self.context.cursor_field
         event_time_field = self.context.event_time_field
         dedupe, max_bytes = self._dedupe, self._max_bytes
@@ -165,27 +172,34 @@ class StreamPipeline:
             if record_id is None:
                 self._reject(batch, row, None, "primary key is null or missing")
                 continue
-            data = mapper(row) if mapper is not None else row
+            source = row if canonicalize is None else self._canonical(canonicalize, row, record_id, deleting, batch)
+            if source is None:
+                continue
+            data = mapper(source) if mapper is not None else source
             if check is not None and (reason := check(data)) is not None:
                 self._reject(batch, row, record_id, reason)
                 continue
             cursor = row.get(cursor_field) if cursor_field is not None else None
-            fields = {"record_id": record_id, "cursor": cursor, "data": data}
-            if event_time_field is not None:
-                fields = {
-                    "record_id": record_id,
-                    "cursor": cursor,
-                    "event_time": row.get(event_time_field),
-                    "data": data,
-                }
+            fields = (
+                {"record_id": record_id, "cursor": cursor, "data": data}
+                if event_time_field is None
+                else {"record_id": record_id, "cursor": cursor, "event_time": row.get(event_time_field), "data": data}
+            )
             try:
                 body = encode(fields, default=hook, option=opts)
             except TypeError as exc:
                 self._reject(batch, row, record_id, str(exc))
                 continue
-            # A version is (id, cursor) when there is a cursor, else the content. `,"data":` cannot
-            # occur earlier: quotes inside JSON strings are escaped.
-            version = body if cursor is None else body[: body.find(b',"data":')]
+            # A version is (id, cursor) when there is a cursor, else the content (`,"data":` cannot
+            # occur earlier: quotes inside JSON strings are escaped); for a canonical entity, its
+            # content without `raw`, so every path that brings the same state agrees.
+            version = (
+                _canonical_version(record_id, data)
+                if canonicalize is not None
+                else body
+                if cursor is None
+                else body[: body.find(b',"data":')]
+            )
             key = hexlify(blake2b(dedupe + version, digest_size=16).digest())
             line = prefix + b'"dedupe_key":"' + key + b'",' + body[1:]
             if len(line) > max_bytes:
@@ -194,6 +208,23 @@ class StreamPipeline:
             append(line)
         batch.filtered += filtered
         self._append(batch, lines)
+
+    def _canonical(
+        self,
+        canonicalize: Callable[[Row], dict[str, Any]],
+        row: Row,
+        record_id: str,
+        deleting: bool,
+        batch: Batch,
+    ) -> dict[str, Any] | None:
+        """The row's canonical data (a delete's: only who it was), or None when it is rejected."""
+        if deleting:
+            return tombstone(self.context.provider, record_id)
+        try:
+            return canonicalize(row)
+        except ValueError as exc:  # pydantic's ValidationError is one
+            self._reject(batch, row, record_id, f"not a valid canonical {self.context.entity}: {exc}")
+            return None
 
     def _process_encoded(self, rows: Iterable[Row], batch: Batch, operation: Operation) -> None:
         """Rows the source encoded (ENCODED_DATA): the line is assembled from its JSON pieces,
@@ -247,6 +278,13 @@ class StreamPipeline:
         batch.size += len(line)
 
 
+def _canonical_version(record_id: str, data: Mapping[str, Any]) -> bytes:
+    """A canonical record's version: its id and content without the provider's object, which
+    differs in form between paths (an API's answer, an event's snapshot) for the same state."""
+    content = {"record_id": record_id, "data": {k: v for k, v in data.items() if k != "raw"}}
+    return orjson.dumps(content, default=default, option=DUMPS_OPTIONS | orjson.OPT_SORT_KEYS)
+
+
 def _fragments(row: Row) -> dict[str, Any]:
     """An encoded row as JSON again (its values are JSON text), for a reject's raw row."""
     return {
@@ -273,6 +311,7 @@ def build_pipeline(
     entities: Collection[str],
     column_kinds: Mapping[str, str] | None = None,
     encodable: bool = False,
+    canonicalize: Callable[[Row], dict[str, Any]] | None = None,
 ) -> StreamPipeline:
     """The pipeline of one entity of an integration, from its configuration.
 
@@ -286,9 +325,14 @@ def build_pipeline(
     sync = config.sync_config
     mappings = scoped(sync.field_mappings, entity, entities)
     filters = scoped(sync.data_filters, entity, entities)
-    schema = schema_for(entity)
+    # A canonical entity is validated by its model as it is built; other rows by the entity's checks.
+    schema = schema_for(entity) if canonicalize is None else None
     encoded = (
-        encodable and not mappings and not filters and (schema is None or statically_valid(schema, column_kinds or {}))
+        canonicalize is None
+        and encodable
+        and not mappings
+        and not filters
+        and (schema is None or statically_valid(schema, column_kinds or {}))
     )
     return StreamPipeline(
         StreamContext(
@@ -305,4 +349,5 @@ def build_pipeline(
         row_filter=RowFilter(filters) if filters else None,
         check=compile_check(schema) if schema is not None and not encoded else None,
         encoded=encoded,
+        canonicalize=canonicalize,
     )

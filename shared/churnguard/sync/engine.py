@@ -387,6 +387,7 @@ class SyncEngine:
             entities=connector.entity_names(),
             column_kinds=stream.column_kinds,
             encodable=stream.encodable and self._source_encoding,
+            canonicalize=connector.canonical_mapper(stream),
         )
         batch, read, exhausted = Batch(), 0, True
         pages = _Prefetch(

@@ -14,33 +14,15 @@ import hashlib
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
-from decimal import Decimal, InvalidOperation
 from typing import Any
 
 from churnguard.pipeline.records import Operation
+from churnguard.providers.salesforce import canonical as salesforce_canonical
+from churnguard.providers.stripe import canonical as stripe_canonical
 from churnguard.webhooks.events import lookup
 
 GENERIC_ENTITY = "event"
-HUBSPOT_ENTITIES = {"contact": "contact", "company": "company", "deal": "deal", "ticket": "case"}
-SALESFORCE_ENTITIES = {
-    "Contact": "contact",
-    "Lead": "contact",
-    "Account": "company",
-    "Opportunity": "deal",
-    "Case": "case",
-}
-# Stripe amounts are in the currency's minor unit; these currencies have none.
-ZERO_DECIMAL_CURRENCIES = frozenset(
-    "bif clp djf gnf jpy kmf krw mga pyg rwf ugx vnd vuv xaf xof xpf".split()  # noqa: SIM905 - a readable list
-)
-# Billing periods per month, by Stripe's recurring interval.
-PERIODS_PER_MONTH: dict[str, Decimal] = {
-    "day": Decimal(365) / Decimal(12),
-    "week": Decimal(52) / Decimal(12),
-    "month": Decimal(1),
-    "year": Decimal(1) / Decimal(12),
-}
-INACTIVE_SUBSCRIPTION = frozenset({"canceled", "incomplete_expired", "unpaid", "paused"})
+HUBSPOT_ENTITIES = {"contact": "contact", "company": "company", "deal": "deal", "ticket": "ticket"}
 
 
 @dataclass(frozen=True)
@@ -51,6 +33,8 @@ class Change:
     occurred_at: datetime
     data: dict[str, Any] = field(default_factory=dict)
     ordering_key: str | None = None
+    # `data` is a canonical entity's, from the provider's canonical.py (as the sync path writes it).
+    canonical: bool = False
 
 
 @dataclass(frozen=True)
@@ -103,102 +87,20 @@ def _generic(event: ProviderEvent, occurred_at: datetime) -> Change:
 # ---------------------------------------------------------------- Stripe
 
 
-def stripe_amount(minor: Any, currency: str | None) -> Decimal | None:
-    if isinstance(minor, bool) or not isinstance(minor, int | float | str):
-        return None
-    try:
-        amount = Decimal(str(minor))
-    except InvalidOperation:
-        return None
-    return amount if (currency or "").lower() in ZERO_DECIMAL_CURRENCIES else amount / 100
-
-
-def subscription_mrr(subscription: Mapping[str, Any]) -> Decimal:
-    """Monthly recurring revenue of a subscription in major units; 0 once it no longer bills."""
-    if subscription.get("status") in INACTIVE_SUBSCRIPTION:
-        return Decimal(0)
-    total = Decimal(0)
-    for item in lookup(subscription, "items.data") or []:
-        price = item.get("price") or item.get("plan") or {}
-        recurring = price.get("recurring") or price
-        interval = recurring.get("interval")
-        amount = stripe_amount(price.get("unit_amount", price.get("amount")), price.get("currency"))
-        if amount is None or interval not in PERIODS_PER_MONTH:
-            continue
-        count = Decimal(recurring.get("interval_count") or 1)
-        quantity = Decimal(item.get("quantity") or 1)
-        total += amount * quantity * PERIODS_PER_MONTH[interval] / count
-    return total.quantize(Decimal("0.01"))
-
-
-def _stripe_time(value: Any) -> str | None:
-    parsed = parse_time(value) if value else None
-    return parsed.isoformat() if parsed else None
-
-
-def normalize_stripe(event: ProviderEvent) -> list[Change]:
+def normalize_stripe(event: ProviderEvent, include_raw: bool = True) -> list[Change]:
+    """The event's object as its canonical entity, by the same mapping the sync path uses."""
     payload = event.payload
     occurred_at = parse_time(payload.get("created")) or epoch(event.received_at)
     obj = lookup(payload, "data.object") or {}
-    kind = obj.get("object")
-    object_id = obj.get("id")
-    if not isinstance(object_id, str):
+    object_id = obj.get("id") if isinstance(obj, dict) else None
+    entity = stripe_canonical.entity_of(obj) if isinstance(object_id, str) else None
+    if entity is None:
         return [_generic(event, occurred_at)]
-    currency = obj.get("currency")
-    if kind == "customer":
-        operation = Operation.DELETE if event.event_type == "customer.deleted" else Operation.UPSERT
-        data = {
-            "email": obj.get("email"),
-            "name": obj.get("name"),
-            "currency": currency,
-            "delinquent": obj.get("delinquent"),
-            "created_at": _stripe_time(obj.get("created")),
-            "metadata": obj.get("metadata") or None,
-        }
-        return [Change("customer", object_id, operation, occurred_at, _compact(data))]
-    if kind == "subscription":
-        first_item = (lookup(obj, "items.data") or [{}])[0]
-        price = first_item.get("price") or first_item.get("plan") or {}
-        status = "canceled" if event.event_type == "customer.subscription.deleted" else obj.get("status")
-        data = {
-            "customer_id": obj.get("customer"),
-            "status": status,
-            "plan": price.get("nickname") or price.get("id"),
-            "amount": stripe_amount(price.get("unit_amount", price.get("amount")), price.get("currency")),
-            "currency": currency or price.get("currency"),
-            "mrr": subscription_mrr({**obj, "status": status}),
-            "cancel_at_period_end": obj.get("cancel_at_period_end"),
-            "canceled_at": _stripe_time(obj.get("canceled_at")),
-            "current_period_end": _stripe_time(obj.get("current_period_end") or first_item.get("current_period_end")),
-            "ended_at": _stripe_time(obj.get("ended_at")),
-        }
-        return [Change("subscription", object_id, Operation.UPSERT, occurred_at, _compact(data))]
-    if kind == "invoice":
-        data = {
-            "customer_id": obj.get("customer"),
-            "subscription_id": obj.get("subscription"),
-            "status": obj.get("status"),
-            "amount_due": stripe_amount(obj.get("amount_due"), currency),
-            "amount_paid": stripe_amount(obj.get("amount_paid"), currency),
-            "currency": currency,
-            "due_date": _stripe_time(obj.get("due_date")),
-            "paid_at": _stripe_time(lookup(obj, "status_transitions.paid_at")),
-        }
-        return [Change("invoice", object_id, Operation.UPSERT, occurred_at, _compact(data))]
-    if kind == "charge":
-        data = {
-            "customer_id": obj.get("customer"),
-            "invoice_id": obj.get("invoice"),
-            "status": obj.get("status"),
-            "amount": stripe_amount(obj.get("amount"), currency),
-            "amount_refunded": stripe_amount(obj.get("amount_refunded"), currency),
-            "currency": currency,
-            "paid": obj.get("paid"),
-            "refunded": obj.get("refunded"),
-            "failure_code": obj.get("failure_code"),
-        }
-        return [Change("charge", object_id, Operation.UPSERT, occurred_at, _compact(data))]
-    return [_generic(event, occurred_at)]
+    # A subscription's `*.deleted` only means canceled: its object says so and it is kept.
+    deleted = event.event_type.endswith(".deleted") and entity != "subscription"
+    operation = Operation.DELETE if deleted or obj.get("deleted") is True else Operation.UPSERT
+    data = {} if operation is Operation.DELETE else stripe_canonical.canonical(obj, raw=include_raw)
+    return [Change(entity, str(object_id), operation, occurred_at, data, canonical=True)]
 
 
 # ---------------------------------------------------------------- HubSpot
@@ -314,7 +216,8 @@ def normalize_mailchimp(event: ProviderEvent) -> list[Change]:
 # ---------------------------------------------------------------- Salesforce
 
 
-def normalize_salesforce(event: ProviderEvent) -> list[Change]:
+def normalize_salesforce(event: ProviderEvent, include_raw: bool = True) -> list[Change]:
+    """An outbound message's record: its canonical entity, by the mapping the sync path uses."""
     payload = event.payload
     fields: dict[str, Any] = dict(payload.get("fields") or {})
     occurred_at = parse_time(fields.get("LastModifiedDate") or fields.get("SystemModstamp")) or epoch(event.received_at)
@@ -322,13 +225,13 @@ def normalize_salesforce(event: ProviderEvent) -> list[Change]:
     object_type = str(payload.get("object_type") or "")
     if not record_id:
         return [_generic(event, occurred_at)]
-    entity = SALESFORCE_ENTITIES.get(object_type, object_type.lower() or GENERIC_ENTITY)
-    data = {"object_type": object_type, **fields}
-    if "Email" in fields:
-        data["email"] = fields["Email"]
-    if "Name" in fields or "FirstName" in fields:
-        data["name"] = fields.get("Name") or " ".join(p for p in (fields.get("FirstName"), fields.get("LastName")) if p)
-    return [Change(entity, str(record_id), Operation.UPSERT, occurred_at, data)]
+    entity = salesforce_canonical.entity_of(object_type)
+    if entity is not None:
+        data = salesforce_canonical.canonical(object_type, fields, raw=include_raw)
+        return [Change(entity, str(record_id), Operation.UPSERT, occurred_at, data, canonical=True)]
+    # An object without a canonical entity keeps its fields, as a sync writes them.
+    entity = object_type.lower() or GENERIC_ENTITY
+    return [Change(entity, str(record_id), Operation.UPSERT, occurred_at, {"object_type": object_type, **fields})]
 
 
 # ---------------------------------------------------------------- custom
@@ -363,4 +266,9 @@ NORMALIZERS: dict[str, Callable[[ProviderEvent], list[Change]]] = {
 def normalize(event: ProviderEvent, options: Mapping[str, Any]) -> list[Change]:
     if event.provider == "custom":
         return normalize_custom(event, options)
+    include_raw = options.get("include_raw", True) is not False
+    if event.provider == "stripe":
+        return normalize_stripe(event, include_raw)
+    if event.provider == "salesforce":
+        return normalize_salesforce(event, include_raw)
     return NORMALIZERS[event.provider](event)

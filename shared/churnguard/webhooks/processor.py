@@ -25,6 +25,7 @@ from functools import lru_cache
 from hashlib import blake2b
 from typing import Any
 
+from churnguard.canonical import ENTITIES as CANONICAL_ENTITIES
 from churnguard.pipeline.core import Batch, StreamContext, StreamPipeline
 from churnguard.pipeline.mapping import FieldMapper, scoped
 from churnguard.pipeline.sinks import Part, PartKey, Sink
@@ -37,7 +38,7 @@ logger = logging.getLogger(__name__)
 RECORD_STATE_TTL_SECONDS = 90 * 24 * 3600
 ENDPOINT_CACHE_SECONDS = 30.0
 SUPERSEDED = "superseded by a newer event for this record"
-ENTITIES = frozenset({*CANONICAL_SCHEMAS, "event", "charge"})
+ENTITIES = frozenset({*CANONICAL_SCHEMAS, *CANONICAL_ENTITIES})
 
 
 @dataclass(frozen=True)
@@ -72,6 +73,14 @@ class QueuedEvent:
 def _schema_check(entity: str) -> Callable[[Mapping[str, Any]], str | None] | None:
     schema = schema_for(entity)
     return compile_check(schema) if schema is not None else None
+
+
+CANONICAL_DATA = "data"
+
+
+def _canonical_data(row: Mapping[str, Any]) -> dict[str, Any]:
+    data: dict[str, Any] = row[CANONICAL_DATA]
+    return data
 
 
 STOPPED_ON_FINAL_ATTEMPT = "the processor stopped (crashed or timed out) during the event's final attempt"
@@ -124,7 +133,7 @@ class EventProcessor:
 
     def _land(self, queued: QueuedEvent, change: Change, index: int, field_mappings: Mapping[str, str]) -> None:
         event = queued.event
-        schema_check = _schema_check(change.entity)
+        schema_check = None if change.canonical else _schema_check(change.entity)
         event_time_ms = int(change.occurred_at.timestamp() * 1000)
 
         def check(data: Mapping[str, Any]) -> str | None:
@@ -158,14 +167,16 @@ class EventProcessor:
             ),
             mapper=FieldMapper(mappings) if mappings else None,
             check=check,
+            canonicalize=_canonical_data if change.canonical else None,
         )
-        row = {
-            **change.data,
+        envelope = {
             "id": change.record_id or None,
             "event_id": event.event_id,
             "event_type": event.event_type,
             "occurred_at": change.occurred_at.isoformat(),
         }
+        # A canonical entity's data is exactly what its provider's mapping built, as from a sync.
+        row = {**envelope, CANONICAL_DATA: change.data} if change.canonical else {**change.data, **envelope}
         batch = Batch()
         pipeline.process([row], batch, change.operation)
         part = Part(

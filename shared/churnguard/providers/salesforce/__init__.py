@@ -1,0 +1,1 @@
+"""Salesforce. See README.md in this folder."""

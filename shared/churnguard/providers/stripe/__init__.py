@@ -1,0 +1,1 @@
+"""Stripe. See README.md in this folder."""

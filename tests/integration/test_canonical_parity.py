@@ -1,0 +1,166 @@
+"""The same provider object, by a sync and by a webhook, lands as the same canonical record.
+
+Each case syncs objects through the provider's stand-in (localstripe, the Salesforce fake) into
+the moto lake, then delivers the same objects as that provider's webhook would (a Stripe event
+around the object the API returns; a Salesforce outbound message, every value as text), parsed
+by the receiver's own parser and written by the event processor for the same integration. Both
+records must agree on entity, record id, dedupe key and canonical data (all but `raw`, the
+provider's object in the form each path got it).
+"""
+
+from __future__ import annotations
+
+import json
+from datetime import datetime
+from typing import Any
+
+import pytest
+
+from churnguard.models import DataSyncMode
+from churnguard.store.webhooks import WebhookStore
+from churnguard.webhooks import events
+from churnguard.webhooks.normalizers import ProviderEvent
+from churnguard.webhooks.processor import EventProcessor, QueuedEvent
+from tests.integration.test_connector_salesforce import fake as salesforce_fake  # noqa: F401 - a fixture
+from tests.integration.test_connector_salesforce import register as register_salesforce
+from tests.integration.test_connector_stripe import register as register_stripe
+from tests.integration.test_connector_stripe import subscriber
+from tests.support.fake_salesforce import FakeSalesforce
+from tests.support.sync import ORG, sync
+from tests.support.webhooks import salesforce_message, stripe_event
+
+
+@pytest.fixture
+def processor(harness: Any, aws: dict[str, Any]) -> EventProcessor:
+    return EventProcessor(WebhookStore(harness.dynamodb, aws["table"]), [harness.lake], max_receive_count=3)
+
+
+def deliver(processor: EventProcessor, integration_id: str, provider: str, event: events.InboundEvent) -> None:
+    queued = QueuedEvent(
+        organization_id=ORG,
+        integration_id=integration_id,
+        endpoint_id="whe_parity",
+        event=ProviderEvent(provider, event.event_id, event.event_type, 1_800_000_000.0, event.payload),
+    )
+    processor.process(queued)
+
+
+def by_path(harness: Any) -> tuple[dict[str, dict[str, Any]], dict[str, dict[str, Any]]]:
+    synced, hooked = {}, {}
+    for record in harness.lake_records():
+        (hooked if record["batch_id"].startswith("whk_") else synced)[record["record_id"]] = record
+    return synced, hooked
+
+
+def assert_same_records(synced: dict[str, Any], hooked: dict[str, Any], ids: list[str]) -> None:
+    for record_id in ids:
+        a, b = synced[record_id], hooked[record_id]
+        assert (a["entity"], a["record_id"], a["schema_version"]) == (b["entity"], b["record_id"], b["schema_version"])
+        canonical_a = {k: v for k, v in a["data"].items() if k != "raw"}
+        canonical_b = {k: v for k, v in b["data"].items() if k != "raw"}
+        assert canonical_a == canonical_b, f"{a['entity']} {record_id}"
+        assert a["dedupe_key"] == b["dedupe_key"], f"{a['entity']} {record_id}"
+        assert a["data"]["raw"] and b["data"]["raw"], "both keep the provider's object"
+
+
+# ---------------------------------------------------------------- Stripe
+
+
+def test_stripe_objects_are_the_same_records_by_sync_and_by_webhook(
+    harness: Any,
+    stripe_api: Any,
+    client: Any,
+    processor: EventProcessor,
+) -> None:
+    product = client.v1.products.create(params={"name": "Team"})
+    plan = client.v1.plans.create(
+        params={"amount": 12000, "currency": "usd", "interval": "year", "product": product.id}
+    )
+    customer_id, subscription_id = subscriber(client, plan.id, "lin@example.com", quantity=3)
+    client.v1.coupons.create(params={"id": "QUARTER", "percent_off": 25, "duration": "forever"})
+    mappings = {
+        "customer": "customers",
+        "subscription": "subscriptions",
+        "invoice": "invoices",
+        "payment": "charges",
+        "product": "products",
+        "coupon": "coupons",
+    }
+    config = register_stripe(harness, stripe_api, mappings)
+    assert sync(harness.engine(), config.integration_id, mode=DataSyncMode.FULL_SYNC).records_rejected == 0
+
+    objects = {
+        "customer.updated": client.v1.customers.retrieve(customer_id),
+        "customer.subscription.updated": client.v1.subscriptions.retrieve(subscription_id),
+        "invoice.paid": client.v1.invoices.list().data[0],
+        "charge.succeeded": client.v1.charges.list().data[0],
+        "product.updated": client.v1.products.retrieve(product.id),
+        "coupon.updated": client.v1.coupons.retrieve("QUARTER"),
+    }
+    for n, (event_type, obj) in enumerate(objects.items()):
+        body = stripe_event(f"evt_parity_{n}", event_type, json.loads(str(obj)))
+        (event,) = events.parse_stripe(body)
+        deliver(processor, config.integration_id, "stripe", event)
+
+    synced, hooked = by_path(harness)
+    assert_same_records(synced, hooked, [obj.id for obj in objects.values()])
+    subscription = hooked[subscription_id]["data"]
+    assert subscription["mrr_minor"] == 3000 and subscription["quantity"] == 3, "3 × 12000 a year, in cents a month"
+    assert {synced[obj.id]["entity"] for obj in objects.values()} == {
+        "customer",
+        "subscription",
+        "invoice",
+        "payment",
+        "product",
+        "coupon",
+    }
+
+
+# ---------------------------------------------------------------- Salesforce
+
+
+def outbound_value(value: Any) -> str | None:
+    """A field as an outbound message carries it: text, datetimes with milliseconds and Z."""
+    if value is None or isinstance(value, dict):
+        return None
+    if isinstance(value, bool):
+        return "true" if value else "false"
+    if isinstance(value, datetime):
+        return value.strftime("%Y-%m-%dT%H:%M:%S.%f")[:-3] + "Z"
+    return str(value)
+
+
+def test_salesforce_records_are_the_same_by_sync_and_by_outbound_message(
+    harness: Any,
+    salesforce_fake: FakeSalesforce,  # noqa: F811
+    processor: EventProcessor,
+) -> None:
+    ids = {
+        sobject: salesforce_fake.seed(2, sobject) for sobject in ("Account", "Contact", "Lead", "Opportunity", "Case")
+    }
+    mappings = {"company": "Account", "contact": "Contact", "lead": "Lead", "deal": "Opportunity", "ticket": "Case"}
+    config = register_salesforce(harness, salesforce_fake, mappings)
+    assert sync(harness.engine(), config.integration_id, mode=DataSyncMode.FULL_SYNC).records_rejected == 0
+
+    notifications = []
+    for sobject, record_ids in ids.items():
+        for record_id in record_ids:
+            record = salesforce_fake.org.records[sobject][record_id]
+            fields = {name: text for name, value in record.items() if (text := outbound_value(value)) is not None}
+            notifications.append((f"04l{len(notifications):015d}", sobject, fields))
+    _, delivered = events.parse_salesforce(salesforce_message(notifications))
+    for event in delivered:
+        deliver(processor, config.integration_id, "salesforce", event)
+
+    synced, hooked = by_path(harness)
+    everything = [record_id for record_ids in ids.values() for record_id in record_ids]
+    assert_same_records(synced, hooked, everything)
+    assert {sobject: synced[record_ids[0]]["entity"] for sobject, record_ids in ids.items()} == {
+        "Account": "company",
+        "Contact": "contact",
+        "Lead": "lead",
+        "Opportunity": "deal",
+        "Case": "ticket",
+    }
+    deal = synced[ids["Opportunity"][0]]["data"]
+    assert isinstance(deal["amount_minor"], int) and deal["close_at"].endswith("T00:00:00Z")
