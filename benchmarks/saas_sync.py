@@ -208,7 +208,9 @@ def _hubspot(
 ) -> Case:
     from tests.support.fake_hubspot import FakeHubSpot
 
-    mappings = {"email": "email", "firstname": "first_name"} if mapped else {}
+    # Search only: the canonical contact's fields without HubSpot's object, so no associations.
+    mappings = {"email": "email", "first_name": "first_name"} if mapped else {}
+    lean = {"include_raw": False} if mapped else {}
     return Case(
         key=key or ("hubspot-search" if mapped else "hubspot"),
         name=name or ("hubspot (search only)" if mapped else "hubspot (with associations)"),
@@ -221,7 +223,7 @@ def _hubspot(
             "base_url": fake.url,
             "entity_mappings": {"contact": "contacts"},
             "credentials": {"credential_type": "api_key", "api_key": "pat-na1-test-token"},
-            "sync_config": {"field_mappings": mappings, **(sync_config or {})},
+            "sync_config": {"field_mappings": mappings, **lean, **(sync_config or {})},
         },
         rate_limit=None if baseline else (lambda fake: fake.limit_rates(other_searches=other_searches)),
     )

@@ -21,13 +21,20 @@ from churnguard.store.webhooks import WebhookStore
 from churnguard.webhooks import events
 from churnguard.webhooks.normalizers import ProviderEvent
 from churnguard.webhooks.processor import EventProcessor, QueuedEvent
+from tests.integration.test_connector_mailchimp import LIST_A
+from tests.integration.test_connector_mailchimp import fake as mailchimp_fake  # noqa: F401 - a fixture
+from tests.integration.test_connector_mailchimp import register as register_mailchimp
 from tests.integration.test_connector_salesforce import fake as salesforce_fake  # noqa: F401 - a fixture
 from tests.integration.test_connector_salesforce import register as register_salesforce
+from tests.integration.test_connector_sendgrid import fake as sendgrid_fake  # noqa: F401 - a fixture
+from tests.integration.test_connector_sendgrid import register as register_sendgrid
 from tests.integration.test_connector_stripe import register as register_stripe
 from tests.integration.test_connector_stripe import subscriber
+from tests.support.fake_mailchimp import FakeMailchimp
 from tests.support.fake_salesforce import FakeSalesforce
+from tests.support.fake_sendgrid import FakeSendGrid
 from tests.support.sync import ORG, sync
-from tests.support.webhooks import salesforce_message, stripe_event
+from tests.support.webhooks import mailchimp_form, salesforce_message, stripe_event
 
 
 @pytest.fixture
@@ -164,3 +171,65 @@ def test_salesforce_records_are_the_same_by_sync_and_by_outbound_message(
     }
     deal = synced[ids["Opportunity"][0]]["data"]
     assert isinstance(deal["amount_minor"], int) and deal["close_at"].endswith("T00:00:00Z")
+
+
+# ---------------------------------------------------------------- Mailchimp
+
+
+def test_mailchimp_members_are_the_same_memberships_by_sync_and_by_webhook(
+    harness: Any,
+    mailchimp_fake: FakeMailchimp,  # noqa: F811
+    processor: EventProcessor,
+) -> None:
+    member_ids = mailchimp_fake.seed(4, LIST_A)
+    mailchimp_fake.change(LIST_A, member_ids[1], status="unsubscribed", LNAME="Lovelace")
+    config = register_mailchimp(harness, mailchimp_fake)
+    assert sync(harness.engine(), config.integration_id, mode=DataSyncMode.FULL_SYNC).records_rejected == 0
+
+    for member in (mailchimp_fake.members[LIST_A][ident] for ident in member_ids):
+        kind = {"subscribed": "subscribe", "unsubscribed": "unsubscribe"}[member.status]
+        merges = {f"data[merges][{name}]": str(value) for name, value in member.merge_fields.items()}
+        body = mailchimp_form(kind, member.email, **{"data[list_id]": LIST_A, **merges})
+        (event,) = events.parse_mailchimp(body)
+        deliver(processor, config.integration_id, "mailchimp", event)
+
+    synced, hooked = by_path(harness)
+    record_ids = [f"{LIST_A}/{ident}" for ident in member_ids]
+    assert_same_records(synced, hooked, record_ids)
+    unsubscribed = hooked[record_ids[1]]["data"]
+    assert unsubscribed["status"] == "unsubscribed" and unsubscribed["last_name"] == "Lovelace"
+
+
+# ---------------------------------------------------------------- SendGrid
+
+
+def test_sendgrid_suppressions_are_the_same_events_by_sync_and_by_webhook(
+    harness: Any,
+    sendgrid_fake: FakeSendGrid,  # noqa: F811
+    processor: EventProcessor,
+) -> None:
+    sendgrid_fake.seed(3, "bounces")
+    sendgrid_fake.seed(2, "blocks")
+    sendgrid_fake.seed(2, "unsubscribes")
+    config = register_sendgrid(
+        harness, sendgrid_fake, {"bounce": "bounces", "block": "blocks", "unsub": "unsubscribes"}
+    )
+    assert sync(harness.engine(), config.integration_id, mode=DataSyncMode.FULL_SYNC).records_rejected == 0
+
+    webhook = []
+    for kind, rows in sendgrid_fake.suppressions.items():
+        for n, row in enumerate(rows):
+            event = {"email": row["email"], "timestamp": row["created"], "sg_event_id": f"{kind}-{n}"}
+            if kind == "unsubscribes":
+                event["event"] = "unsubscribe"
+            else:
+                event |= {"event": "bounce", "type": "blocked" if kind == "blocks" else "bounce"}
+                event |= {"reason": row["reason"], "status": row["status"], "sg_message_id": f"msg-{n}"}
+            webhook.append(event)
+    for event in events.parse_sendgrid(json.dumps(webhook).encode()):
+        deliver(processor, config.integration_id, "sendgrid", event)
+
+    synced, hooked = by_path(harness)
+    assert len(synced) == 7
+    assert_same_records(synced, hooked, list(synced))
+    assert {record["data"]["type"] for record in synced.values()} == {"bounce", "block", "unsubscribe"}

@@ -91,26 +91,35 @@ def test_full_sync_reads_discovered_properties_typed_with_associations_and_archi
     people = by_entity(records, "contact")
     assert set(people) == {str(i) for i in contacts[3:]}
     person = people[str(contacts[10])]
-    assert person["churn_score"] == 0.75 and person["is_vip"] is True and person["hs_object_id"] == contacts[10]
-    assert person["email"] == f"user{contacts[10]}@example.com" and person["associatedcompanyid"] is None
-    assert person["lastmodifieddate"] == iso(BASE_TIME + contacts[10] * 1000)
-    assert person["associations"] == {"companies": [str(companies[0])], "deals": [str(deals[0])], "tickets": []}
+    assert person["email"] == f"user{contacts[10]}@example.com" and person["source_ids"] == {
+        "hubspot": str(contacts[10])
+    }
+    assert person["company_id"] == str(companies[0]), "the first associated company"
+    assert person["updated_at"] == iso(BASE_TIME + contacts[10] * 1000).replace("+00:00", "Z").replace(".000", "")
+    raw = person["raw"]
+    assert raw["churn_score"] == 0.75 and raw["is_vip"] is True and raw["hs_object_id"] == contacts[10]
+    assert raw["associatedcompanyid"] is None
+    assert raw["associations"] == {"companies": [str(companies[0])], "deals": [str(deals[0])], "tickets": []}
     assert set(by_entity(records, "contact", "delete")) == {str(i) for i in contacts[:3]}
-    assert by_entity(records, "contact", "delete")[str(contacts[0])]["archivedAt"]
+    assert by_entity(records, "contact", "delete")[str(contacts[0])] == {
+        "id": str(contacts[0]),
+        "source_ids": {"hubspot": str(contacts[0])},
+    }
     companies_to_contacts = hubspot.seen("POST", "/crm/v4/associations/companies/contacts/batch/read")
     assert [len(s.json()["inputs"]) for s in companies_to_contacts] == [3, 1]  # the second: the rest of one id
-    assert by_entity(records, "company")[str(companies[0])]["numberofemployees"] == 42
-    assert by_entity(records, "company")[str(companies[2])]["associations"]["contacts"] == [
+    assert by_entity(records, "company")[str(companies[0])]["employees"] == 42
+    assert by_entity(records, "company")[str(companies[2])]["raw"]["associations"]["contacts"] == [
         str(i) for i in contacts[100:700]
     ]
     deal = by_entity(records, "deal")[str(deals[0])]
-    assert deal["amount"] == 1250.5 and deal["associations"] == {
+    assert deal["amount_minor"] == 125050 and deal["company_id"] == str(companies[1])
+    assert deal["raw"]["associations"] == {
         "contacts": [str(contacts[10])],
         "companies": [str(companies[1])],
     }
     assert set(by_entity(records, "ticket")) == {str(tickets[0])}
-    assert [o["email"] for o in by_entity(records, "owner").values()] == ["csm@example.com"]
-    assert set(by_entity(records, "owner", "delete")) == {str(gone)}
+    assert [o["email"] for o in by_entity(records, "user").values()] == ["csm@example.com"]
+    assert set(by_entity(records, "user", "delete")) == {str(gone)}
     assert all(r["operation"] in ("upsert", "delete") for r in records)
     # 797 live contacts: 4 searches of 200; one associations batch per associated type.
     assert len(hubspot.seen("POST", "/crm/v3/objects/contacts/search")) == 4
@@ -139,7 +148,7 @@ def test_incremental_sync_reads_what_changed_and_what_was_archived_since_the_las
     records = [r for r in harness.lake_records() if r["batch_id"] == second.sync_id]
     upserts = by_entity(records, "contact")
     assert set(upserts) == {str(i) for i in [*changed, *created]}
-    assert all(upserts[str(i)]["firstname"] == "Renamed" for i in changed)
+    assert all(upserts[str(i)]["first_name"] == "Renamed" for i in changed)
     assert set(by_entity(records, "contact", "delete")) == {str(i) for i in archived}
     searches = [s for s in hubspot.requests[before:] if s.path.endswith("/search")]
     filters = searches[0].json()["filterGroups"][0]["filters"]
@@ -156,7 +165,8 @@ def test_more_than_10000_matches_sharing_one_timestamp_are_read_once_each_within
     config = register(
         harness,
         hubspot,
-        field_mappings={"email": "email", "lastmodifieddate": "modified_at"},
+        field_mappings={"email": "email", "updated_at": "modified_at"},
+        include_raw=False,
         last_sync_timestamp=datetime.fromtimestamp(BASE_TIME / 1000, UTC).isoformat(),
     )
 
@@ -168,8 +178,17 @@ def test_more_than_10000_matches_sharing_one_timestamp_are_read_once_each_within
     searches = hubspot.seen("POST", SEARCH)
     assert len(searches) == math.ceil(len(ids) / 200)  # the minimum 200 rows a request allows
     assert all(s.json()["limit"] == 200 and "after" not in s.json() for s in searches)
-    # Only the mapped properties, and no associations (no mapping reads them).
-    assert sorted(searches[0].json()["properties"]) == ["email", "hs_object_id", "lastmodifieddate"]
+    # Without raw, only the properties the canonical contact reads, and no associations.
+    assert sorted(searches[0].json()["properties"]) == [
+        "associatedcompanyid",
+        "createdate",
+        "email",
+        "firstname",
+        "hs_object_id",
+        "lastmodifieddate",
+        "lastname",
+    ]
+    assert {tuple(r["data"]) for r in harness.lake_records()} == {("email", "modified_at")}
     assert not hubspot.seen("POST", r"/crm/v4/.*")
     # Besides: the properties once (the mapped ones' types travel with the stream), one archived page.
     assert len(hubspot.requests) == len(searches) + 2

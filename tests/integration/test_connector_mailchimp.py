@@ -96,25 +96,24 @@ def test_full_sync_reads_every_entity_once_in_the_fewest_requests(harness: Any, 
 
     assert run.status is SyncStatus.SUCCEEDED and run.records_rejected == 0
     records = by_entity(harness.lake_records())
-    assert sorted(records) == ["audience", "campaign", "campaign_activity", "campaign_report", "member"]
-    members = records["member"]
+    assert sorted(records) == ["audience", "campaign", "campaign_report", "email_event", "list_membership"]
+    members = records["list_membership"]
     ids = Counter(r["record_id"] for r in members)
     assert len(ids) == 32 and max(ids.values()) == 1
-    expected = f'["{LIST_A}","{member_id("Member3@Example.com")}"]'
+    expected = f"{LIST_A}/{member_id('Member3@Example.com')}"
     sample = next(r for r in members if r["record_id"] == expected)
-    assert (
-        sample["data"]["email_address"] == "Member3@Example.com" and sample["cursor"] == sample["data"]["last_changed"]
-    )
-    assert "_links" not in sample["data"]
+    assert sample["data"]["email"] == "Member3@Example.com" and sample["data"]["list_id"] == LIST_A
+    assert sample["cursor"] == sample["data"]["raw"]["last_changed"]
+    assert "_links" not in sample["data"]["raw"]
     assert {r["record_id"] for r in records["audience"]} == {LIST_A, LIST_B}
     assert len(records["campaign"]) == 3 and len(records["campaign_report"]) == 2
-    activity = records["campaign_activity"]
-    actions = Counter(r["data"]["action"] for r in activity)
+    activity = records["email_event"]
+    actions = Counter(r["data"]["type"] for r in activity)
     assert actions == {"open": 7, "click": 3, "bounce": 1, "unsubscribe": 1}
     assert len({r["record_id"] for r in activity}) == 12
-    click = next(r["data"] for r in activity if r["data"]["action"] == "click")
+    click = next(r["data"] for r in activity if r["data"]["type"] == "click")
     assert click["campaign_id"] == "c0000000a01" and click["url"] == "https://example.com/a"
-    assert click["email"] == "Member0@Example.com" and click["occurred_at"] == "2024-01-02T00:00:05+00:00"
+    assert click["email"] == "Member0@Example.com" and click["occurred_at"] == "2024-01-02T00:00:05Z"
 
     # The fewest requests paging allows: no empty last page, one listing per stream.
     member_pages = fake.seen("GET", "/3.0/lists/.*/members")
@@ -148,19 +147,19 @@ def test_incremental_sync_reads_changes_per_audience_and_archived_members_as_del
 
     assert second.status is SyncStatus.SUCCEEDED
     new = by_entity([r for r in harness.lake_records() if r["batch_id"] == second.sync_id])
-    members = new["member"]
-    upserts = sorted(r["data"]["id"] for r in members if r["operation"] == "upsert")
+    members = new["list_membership"]
+    upserts = sorted(r["data"]["member_id"] for r in members if r["operation"] == "upsert")
     assert upserts == sorted([*changed, new_member])
-    assert all(r["data"]["merge_fields"]["FNAME"] == "Changed" for r in members if r["data"]["id"] in changed)
+    assert all(r["data"]["first_name"] == "Changed" for r in members if r["data"].get("member_id") in changed)
     (deleted,) = [r for r in members if r["operation"] == "delete"]
-    assert deleted["record_id"] == f'["{LIST_B}","{member_id("Member4@Example.com")}"]'
-    (click,) = new["campaign_activity"]
+    assert deleted["record_id"] == f"{LIST_B}/{member_id('Member4@Example.com')}"
+    (click,) = new["email_event"]
     assert click["data"]["url"] == "https://example.com/b" and click["data"]["email"] == "Member1@Example.com"
     assert len(new["campaign"]) == 3 and len(new["audience"]) == 2, "small objects are read whole every time"
 
     third = sync(engine, config.integration_id, mode=DataSyncMode.INCREMENTAL)
     quiet = by_entity([r for r in harness.lake_records() if r["batch_id"] == third.sync_id])
-    assert "member" not in quiet and "campaign_activity" not in quiet
+    assert "list_membership" not in quiet and "email_event" not in quiet
 
 
 def test_a_first_incremental_sync_starts_at_last_sync_timestamp(harness: Any, fake: FakeMailchimp) -> None:
@@ -180,7 +179,7 @@ def test_a_first_incremental_sync_starts_at_last_sync_timestamp(harness: Any, fa
     run = sync(harness.engine(), config.integration_id, mode=DataSyncMode.INCREMENTAL)
 
     assert run.status is SyncStatus.SUCCEEDED
-    assert sorted(r["data"]["id"] for r in harness.lake_records()) == sorted(recent)
+    assert sorted(r["data"]["member_id"] for r in harness.lake_records()) == sorted(recent)
     (first_page, *_) = fake.seen("GET", "/3.0/lists/.*/members")
     assert first_page.param("since_last_changed") == (start - timedelta(seconds=1)).isoformat()
 
@@ -201,7 +200,7 @@ def test_a_member_changed_mid_read_shifts_no_one_out_of_the_window(harness: Any,
     run = sync(harness.engine(), config.integration_id, mode=DataSyncMode.FULL_SYNC)
 
     assert run.status is SyncStatus.SUCCEEDED
-    read = Counter(r["data"]["id"] for r in harness.lake_records() if r["entity"] == "member")
+    read = Counter(r["data"]["member_id"] for r in harness.lake_records() if r["entity"] == "list_membership")
     assert set(read) == set(ids) and max(read.values()) == 1, "the member after the shift was not skipped"
     offsets = [s.param("offset") for s in fake.seen("GET", "/3.0/lists/.*/members")]
     assert offsets == ["0", "5", "10", "9", "14", "19"], "the offset moved back by the one member that left"
@@ -226,7 +225,7 @@ def test_an_outage_mid_sync_resumes_from_the_checkpoint_exactly_once(harness: An
     finished = drive(engine, run)
 
     assert finished.status is SyncStatus.SUCCEEDED and finished.records_written == 48 + 1
-    read = Counter(r["data"]["id"] for r in harness.lake_records() if r["entity"] == "member")
+    read = Counter(r["data"]["member_id"] for r in harness.lake_records() if r["entity"] == "list_membership")
     assert set(read) == set(ids) and max(read.values()) == 1
     served = [s.param("offset") for s in fake.seen("GET", "/3.0/lists/.*/members")]
     assert served.count("0") == served.count("5") == 1, "the retried step resumed from its checkpoint"

@@ -78,9 +78,11 @@ def populate(fake: FakeSendGrid) -> None:
 
 
 def by_entity(records: list[dict[str, Any]]) -> dict[str, list[dict[str, Any]]]:
+    """Records by entity; suppressions, all canonical email events, by their type."""
     grouped: dict[str, list[dict[str, Any]]] = {}
     for record in records:
-        grouped.setdefault(record["entity"], []).append(record)
+        kind = record["data"]["type"] if record["entity"] == "email_event" else record["entity"]
+        grouped.setdefault(kind, []).append(record)
     return grouped
 
 
@@ -110,8 +112,11 @@ def test_full_sync_reads_stats_and_suppressions_in_the_fewest_requests(
         "category_stat": days * 12,
     }
     bounce = next(r for r in records["bounce"] if r["data"]["email"] == "bounces4@example.com")
-    assert bounce["record_id"] == '["bounce","bounces4@example.com"]' and bounce["cursor"] == EPOCH + 1
-    assert bounce["data"]["created_at"] == "2024-01-01T00:00:01+00:00" and bounce["data"]["status"] == "5.1.1"
+    assert bounce["entity"] == "email_event" and bounce["cursor"] == EPOCH + 1
+    assert bounce["record_id"] == f"bounce:bounces4@example.com:{EPOCH + 1}", (
+        "type, address, time: as its webhook event"
+    )
+    assert bounce["data"]["occurred_at"] == "2024-01-01T00:00:01Z" and bounce["data"]["status"] == "5.1.1"
     assert len({r["record_id"] for r in records["bounce"]}) == 23
     day = next(r for r in records["email_stat"] if r["record_id"] == "2024-03-09")
     assert day["data"] == {"date": "2024-03-09", "requests": 100, "delivered": 97, "opens": 40, "clicks": 9}

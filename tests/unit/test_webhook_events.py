@@ -7,9 +7,10 @@ import json
 import pytest
 
 from churnguard.pipeline.records import Operation
+from churnguard.providers.mailchimp.canonical import subscriber_hash
 from churnguard.webhooks import events
 from churnguard.webhooks.events import ParseError
-from churnguard.webhooks.normalizers import ProviderEvent, normalize, subscriber_hash
+from churnguard.webhooks.normalizers import ProviderEvent, normalize
 from tests.support.webhooks import XML_BOMB, mailchimp_form, salesforce_message, stripe_event
 
 EXTERNAL_ENTITY = b"""<?xml version="1.0"?><!DOCTYPE x [<!ENTITY xxe SYSTEM "file:///etc/passwd">]><x>&xxe;</x>"""
@@ -117,7 +118,8 @@ def test_stripe_events_become_the_canonical_entities_the_sync_writes() -> None:
         stripe_event("evt_2", "customer.deleted", {"id": "cus_1", "object": "customer", "email": "a@b.c"})
     )
     (change,) = normalize(provider_event("stripe", "customer.deleted", deleted), {})
-    assert (change.entity, change.operation, change.data) == ("customer", Operation.DELETE, {})
+    assert (change.entity, change.operation) == ("customer", Operation.DELETE)
+    assert change.data == {"id": "cus_1", "source_ids": {"stripe": "cus_1"}}, "a delete says only who it was"
     invoice = json.loads(
         stripe_event(
             "evt_3", "invoice.paid", {"id": "in_1", "object": "invoice", "amount_paid": 1999, "currency": "jpy"}
@@ -161,30 +163,35 @@ def test_hubspot_property_changes_are_ordered_per_property_and_merges_delete_the
 
 
 def test_sendgrid_mailchimp_salesforce_and_custom() -> None:
-    (email,) = normalize(
+    (bounce,) = normalize(
         provider_event(
             "sendgrid",
             "bounce",
-            {"sg_event_id": "s1", "email": "a@b.c", "timestamp": 1_700_000_000, "reason": "550"},
+            {"sg_event_id": "s1", "email": "A@b.c", "timestamp": 1_700_000_000, "reason": "550", "status": "5.1.1"},
             "s1",
         ),
         {},
     )
-    assert (email.entity, email.record_id, email.data["event"], email.data["reason"]) == (
+    # Keyed as the suppression a sync reads for it: type, address, time.
+    assert (bounce.entity, bounce.record_id, bounce.data["type"]) == (
         "email_event",
-        "s1",
+        "bounce:a@b.c:1700000000",
         "bounce",
-        "550",
     )
+    assert (bounce.data["reason"], bounce.data["status"], bounce.data["raw"]["sg_event_id"]) == ("550", "5.1.1", "s1")
+    (opened,) = normalize(provider_event("sendgrid", "open", {"email": "a@b.c", "timestamp": 1_700_000_001}, "s2"), {})
+    assert (opened.record_id, opened.data["type"]) == ("s2", "open")
     (event,) = events.parse_mailchimp(mailchimp_form("unsubscribe", "Ann@Example.com"))
-    (contact,) = normalize(provider_event("mailchimp", "unsubscribe", event.payload), {})
-    assert contact.record_id == subscriber_hash("ann@example.com") and contact.data["status"] == "unsubscribed"
+    (membership,) = normalize(provider_event("mailchimp", "unsubscribe", event.payload), {})
+    assert membership.entity == "list_membership" and membership.data["status"] == "unsubscribed"
+    assert membership.record_id == f"a6b5da1054/{subscriber_hash('ann@example.com')}"
     (event,) = events.parse_mailchimp(
         mailchimp_form("upemail", "", **{"data[old_email]": "old@example.com", "data[new_email]": "new@example.com"})
     )
-    assert [c.operation for c in normalize(provider_event("mailchimp", "upemail", event.payload), {})] == [
-        Operation.DELETE,
-        Operation.UPSERT,
+    moved = normalize(provider_event("mailchimp", "upemail", event.payload), {})
+    assert [(c.operation, c.record_id) for c in moved] == [
+        (Operation.DELETE, f"a6b5da1054/{subscriber_hash('old@example.com')}"),
+        (Operation.UPSERT, f"a6b5da1054/{subscriber_hash('new@example.com')}"),
     ]
     _, (sf,) = events.parse_salesforce(
         salesforce_message(

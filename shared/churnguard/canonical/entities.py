@@ -267,6 +267,7 @@ class EmailEvent(CanonicalEntity):
     list_id: str | None = None
     url: str | None = None
     reason: str | None = None
+    status: str | None = Field(default=None, description="the SMTP enhanced status code of a bounce or block")
 
 
 class Campaign(CanonicalEntity):

@@ -31,6 +31,7 @@ from uuid import UUID
 
 from pydantic import ConfigDict, computed_field
 
+from churnguard.canonical.mapping import ProviderMapping
 from churnguard.connectors.lookback import LookbackFilter, Recent, start_of_next_read
 from churnguard.connectors.resilience import Guard, ProviderLimits
 from churnguard.errors import ChurnGuardError
@@ -145,6 +146,14 @@ class Stream(Model):
     encodable: bool = False
     # Seconds an incremental read starts before the last one's start (see `lookback`); 0: none.
     lookback_seconds: int = 0
+    # The canonical entity its rows become (several streams may share one: SendGrid's
+    # suppression lists are all email events); None: rows keep their fields, under `entity`.
+    canonical_entity: str | None = None
+
+    @property
+    def record_entity(self) -> str:
+        """The entity its records carry."""
+        return self.canonical_entity or self.entity
 
 
 @dataclass(frozen=True)
@@ -212,6 +221,8 @@ class Connector(ABC):
     lookback_seconds: ClassVar[int] = 0
     # Whether pages come in ascending cursor order (the lookback then reads fewer rows' keys).
     reads_in_cursor_order: ClassVar[bool] = False
+    # The provider's canonical.py (providers/<provider>/), if its objects map onto entities.
+    canonical_mapping: ClassVar[ProviderMapping | None] = None
 
     def __init__(
         self,
@@ -282,17 +293,19 @@ class Connector(ABC):
             )
         entities = self.entity_names()
         sync = self.config.sync_config
-        wanted = required_fields(
-            scoped(sync.field_mappings, entity, entities),
-            scoped(sync.data_filters, entity, entities),
-        )
+        canonical = self.canonical_entity(source) if source is not None else None
+        if canonical is None:
+            wanted = required_fields(
+                scoped(sync.field_mappings, entity, entities), scoped(sync.data_filters, entity, entities)
+            )
+        else:
+            # Mappings and filters of a canonical entity name its fields, not the source's: the
+            # source fields its mapping reads, or the whole object when it is kept under raw.
+            wanted = None if sync.include_raw else self.canonical_fields(source or "")
         stream = self._translated(lambda: self._discover(entity, source, options, wanted))
         # A provider object with a canonical entity lands under that entity's name, whatever
         # the integration calls it, as the webhook path writes it.
-        canonical = self.canonical_entity(stream)
-        if canonical is not None and canonical != stream.entity:
-            stream = stream.model_copy(update={"entity": canonical})
-        return stream
+        return stream if canonical is None else stream.model_copy(update={"canonical_entity": canonical})
 
     def streams(self) -> list[Stream]:
         return [self.stream(entity) for entity in self.entity_names()]
@@ -319,14 +332,20 @@ class Connector(ABC):
             return Position(cursor=cursor, recent=position.recent.next_read())
         return replace(position, recent=position.recent.next_read())
 
-    def canonical_entity(self, stream: Stream) -> str | None:
-        """The canonical entity this stream's rows become, if the provider maps them onto one."""
-        return None
+    def canonical_entity(self, source: str) -> str | None:
+        """The canonical entity the rows of `source` become, if the provider maps them onto one."""
+        return self.canonical_mapping.entity_of(source) if self.canonical_mapping is not None else None
+
+    def canonical_fields(self, source: str) -> frozenset[str] | None:
+        """The source fields the canonical mapping of `source` reads; None: all of them."""
+        return self.canonical_mapping.source_fields(source) if self.canonical_mapping is not None else None
 
     def canonical_mapper(self, stream: Stream) -> Callable[[Mapping[str, Any]], dict[str, Any]] | None:
         """The provider's mapping of this stream's rows onto a canonical entity (its
         `canonical.py`, which the webhook path calls too); None: rows keep their own fields."""
-        return None
+        if self.canonical_mapping is None:
+            return None
+        return self.canonical_mapping.mapper(stream.source, raw=self.config.sync_config.include_raw)
 
     def key_and_cursor(self, stream: Stream, row: dict[str, Any], encoded: bool) -> tuple[tuple[Any, ...], Any]:
         """A row's key and cursor as the driver's values (an encoded row's as its decoded ones)."""

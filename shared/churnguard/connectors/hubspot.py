@@ -66,6 +66,7 @@ from churnguard.connectors.base import (
 )
 from churnguard.connectors.resilience import ProviderLimits
 from churnguard.models import CredentialType, ProviderName, SourceOptions
+from churnguard.providers.hubspot.canonical import MAPPING
 
 if TYPE_CHECKING:
     from urllib3 import BaseHTTPResponse
@@ -216,8 +217,10 @@ class HubSpotConnector(ApiConnector):
         "company": "companies",
         "deal": "deals",
         "ticket": "tickets",
-        "owner": "owners",
+        "user": "owners",
     }
+    canonical_mapping = MAPPING
+
     # Records modified this long before a read began are read again by the next incremental
     # read: HubSpot's search index lags behind writes by a few seconds.
     search_lag: ClassVar[float] = 300.0

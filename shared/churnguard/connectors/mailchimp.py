@@ -47,6 +47,7 @@ from churnguard.connectors.api import ApiConnector, ApiObject
 from churnguard.connectors.base import CheckStatus, Page, Position, SourceError, Stream
 from churnguard.connectors.resilience import ProviderLimits
 from churnguard.models import CredentialType, ProviderName
+from churnguard.providers.mailchimp.canonical import MAPPING
 
 MAX_COUNT = 1000
 # Ids of the last items read, kept in the state to skip them when the offset is moved back.
@@ -98,6 +99,7 @@ def _activity_id(*parts: Any) -> str:
 
 class MailchimpConnector(ApiConnector):
     provider = ProviderName.MAILCHIMP
+    canonical_mapping = MAPPING
     # No request rate: at most 10 simultaneous connections per user.
     limits = ProviderLimits(6_000, 10, "10 simultaneous connections per user, no request rate")
     provider_label = "Mailchimp"

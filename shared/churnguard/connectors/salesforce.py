@@ -61,9 +61,8 @@ from __future__ import annotations
 import csv
 import io
 import re
-from collections.abc import Callable, Generator, Mapping
+from collections.abc import Callable, Generator
 from datetime import UTC, datetime
-from functools import partial
 from typing import Any, ClassVar, TypeVar
 from urllib.parse import urlsplit
 
@@ -92,7 +91,7 @@ from churnguard.connectors.base import (
 from churnguard.connectors.lookback import start_of_next_read
 from churnguard.connectors.resilience import ProviderLimits
 from churnguard.models import DataSyncMode, ProviderName, SourceOptions
-from churnguard.providers.salesforce.canonical import canonical, entity_of
+from churnguard.providers.salesforce.canonical import MAPPING
 
 T = TypeVar("T")
 
@@ -254,6 +253,7 @@ class SalesforceConnector(ApiConnector):
     limits = ProviderLimits(3_000, 5, "25 concurrent long-running requests; the org's daily API allocation")
     # SystemModstamp is set when a save starts; a long transaction commits (becomes visible) later.
     lookback_seconds = 600
+    canonical_mapping = MAPPING
     provider_label: ClassVar[str] = PROVIDER
     default_entities: ClassVar[dict[str, str]] = _DEFAULT_ENTITIES
     # Rows per Bulk API 2.0 results request (the response is cut into PAGE_SIZE pages).
@@ -561,14 +561,6 @@ class SalesforceConnector(ApiConnector):
 
     def _probe(self, stream: Stream) -> None:
         """Nothing to do: the describe in `_discover` already proved the object is queryable."""
-
-    def canonical_entity(self, stream: Stream) -> str | None:
-        return entity_of(stream.source)
-
-    def canonical_mapper(self, stream: Stream) -> Callable[[Mapping[str, Any]], dict[str, Any]] | None:
-        if entity_of(stream.source) is None:
-            return None  # a custom object keeps its own fields
-        return partial(canonical, stream.source, raw=self.config.sync_config.include_raw)
 
     def next_read_start(self, stream: Stream, position: Position) -> Position:
         cursor, recent = position.cursor, position.recent

@@ -34,6 +34,7 @@ from churnguard.connectors.api import ApiConnector, ApiObject
 from churnguard.connectors.base import CheckStatus, Page, Position, SourceError, Stream, ThrottledError
 from churnguard.connectors.resilience import ProviderLimits
 from churnguard.models import ProviderName
+from churnguard.providers.sendgrid.canonical import MAPPING
 
 if TYPE_CHECKING:
     import requests
@@ -68,6 +69,7 @@ def _epoch_iso(value: Any) -> str | None:
 
 class SendGridConnector(ApiConnector):
     provider = ProviderName.SENDGRID
+    canonical_mapping = MAPPING
     # Per endpoint, typically 600 a minute, announced in X-RateLimit-* headers (paced by them).
     limits = ProviderLimits(600, 5, "per endpoint, typically 600 requests per minute (X-RateLimit headers)")
     provider_label = "SendGrid"

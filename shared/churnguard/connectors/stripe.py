@@ -56,7 +56,7 @@ from churnguard.connectors.api import DEFAULT_TIMEOUT, ApiConnector, ApiObject, 
 from churnguard.connectors.base import CheckStatus, Page, Position, SourceError, Stream
 from churnguard.connectors.resilience import ProviderLimits
 from churnguard.models import ProviderName
-from churnguard.providers.stripe.canonical import canonical, entity_of, ref, with_coupons
+from churnguard.providers.stripe.canonical import MAPPING, ref, with_coupons
 
 if TYPE_CHECKING:
     import stripe
@@ -175,6 +175,7 @@ class StripeConnector(ApiConnector):
         "price": "prices",
         "coupon": "coupons",
     }
+    canonical_mapping = MAPPING
 
     _stripe: Any = None
     _coupons: dict[str, Mapping[str, Any] | None] | None = None
@@ -461,13 +462,6 @@ class StripeConnector(ApiConnector):
         if kind.object == "subscription":
             return with_coupons(self._with_all_items(item), self._coupon)
         return dict(item)
-
-    def canonical_entity(self, stream: Stream) -> str | None:
-        kind = _KINDS.get(stream.source)
-        return entity_of({"object": kind.object}) if kind is not None else None
-
-    def canonical_mapper(self, stream: Stream) -> Callable[[Mapping[str, Any]], Row] | None:
-        return partial(canonical, raw=self.config.sync_config.include_raw)
 
     def _with_all_items(self, subscription: Mapping[str, Any]) -> Mapping[str, Any]:
         """Stripe embeds a subscription's first 10 items; the rest (rare) are listed here."""

@@ -159,7 +159,7 @@ class StreamPipeline:
         filtered = 0
         data: Any
         for row in rows:
-            if row_filter is not None and not row_filter(row):
+            if row_filter is not None and canonicalize is None and not row_filter(row):
                 filtered += 1
                 continue
             if single_key is not None:  # the common case, inlined: ints and strings need no call
@@ -172,9 +172,11 @@ class StreamPipeline:
             if record_id is None:
                 self._reject(batch, row, None, "primary key is null or missing")
                 continue
-            source = row if canonicalize is None else self._canonical(canonicalize, row, record_id, deleting, batch)
-            if source is None:
-                continue
+            source = row
+            if canonicalize is not None:  # the entity's own id is the record id, on every path
+                if (canonical := self._canonical(canonicalize, row, record_id, deleting, batch)) is None:
+                    continue
+                record_id, source = canonical
             data = mapper(source) if mapper is not None else source
             if check is not None and (reason := check(data)) is not None:
                 self._reject(batch, row, record_id, reason)
@@ -216,15 +218,20 @@ class StreamPipeline:
         record_id: str,
         deleting: bool,
         batch: Batch,
-    ) -> dict[str, Any] | None:
-        """The row's canonical data (a delete's: only who it was), or None when it is rejected."""
-        if deleting:
-            return tombstone(self.context.provider, record_id)
+    ) -> tuple[str, dict[str, Any]] | None:
+        """The row's canonical record id and data (a delete's: only who it was), or None when it
+        is rejected or filtered out."""
         try:
-            return canonicalize(row)
+            data = canonicalize(row)
         except ValueError as exc:  # pydantic's ValidationError is one
             self._reject(batch, row, record_id, f"not a valid canonical {self.context.entity}: {exc}")
             return None
+        if deleting:
+            return data["id"], tombstone(self.context.provider, data["id"])
+        if self._filter is not None and not self._filter(data):  # filters name canonical fields
+            batch.filtered += 1
+            return None
+        return data["id"], data
 
     def _process_encoded(self, rows: Iterable[Row], batch: Batch, operation: Operation) -> None:
         """Rows the source encoded (ENCODED_DATA): the line is assembled from its JSON pieces,
@@ -309,11 +316,14 @@ def build_pipeline(
     primary_key: tuple[str, ...],
     cursor_field: str | None,
     entities: Collection[str],
+    record_entity: str | None = None,
     column_kinds: Mapping[str, str] | None = None,
     encodable: bool = False,
     canonicalize: Callable[[Row], dict[str, Any]] | None = None,
 ) -> StreamPipeline:
-    """The pipeline of one entity of an integration, from its configuration.
+    """The pipeline of one entity of an integration, from its configuration (`entity`: the
+    integration's name for it, which scopes mappings and filters; `record_entity`: the entity its
+    records carry, a canonical one where the provider maps the source onto one).
 
     When the source can encode rows itself (`encodable`) and nothing needs a row as a dict (no
     mapping, no filter, a schema the column kinds satisfy), the pipeline takes the source's
@@ -339,7 +349,7 @@ def build_pipeline(
             organization_id=config.organization_id,
             integration_id=config.integration_id,
             provider=config.provider_name.value,
-            entity=entity,
+            entity=record_entity or entity,
             source=source,
             batch_id=batch_id,
             primary_key=primary_key,

@@ -44,11 +44,15 @@ class PartKey:
     day: str  # YYYY-MM-DD of the batch's start, so a retry on another day writes the same key
     batch_id: str
     seq: int
+    # The sync stream that wrote it, where several streams write one entity (part numbers are
+    # per stream): part of the name, so their parts never share a key.
+    stream: str | None = None
 
     def path(self, area: str = "") -> str:
+        name = self.batch_id if self.stream is None else f"{self.batch_id}-{self.stream}"
         return (
             f"{area}org={self.organization_id}/provider={self.provider}/entity={self.entity}"
-            f"/dt={self.day}/{self.batch_id}-{self.seq:06d}.jsonl.gz"
+            f"/dt={self.day}/{name}-{self.seq:06d}.jsonl.gz"
         )
 
 

@@ -39,6 +39,7 @@ from churnguard.connectors.base import (
     Position,
     SourceError,
     SourcePausedError,
+    Stream,
 )
 from churnguard.connectors.registry import connector_class, supported_providers
 from churnguard.connectors.resilience import CircuitBreaker, CircuitOpenError, Guard, RateLimiter, RetryPolicy
@@ -380,6 +381,7 @@ class SyncEngine:
         pipeline = build_pipeline(
             config.model_copy(update={"sync_config": run.sync_config}),
             entity=stream.entity,
+            record_entity=stream.record_entity,
             source=stream.source,
             batch_id=run.sync_id,
             primary_key=stream.primary_key,
@@ -461,7 +463,7 @@ class SyncEngine:
         upload = None
         if batch.accepted or batch.rejected:
             part = Part(
-                key=self._part_key(run, progress.stream.entity, progress.parts),
+                key=self._part_key(run, progress.stream, progress.parts),
                 records=batch.payload(),
                 record_count=batch.accepted,
                 rejects=batch.rejects_payload(),
@@ -485,7 +487,7 @@ class SyncEngine:
         if flush.done:
             # A crashed attempt may have written one part past the last checkpoint.
             for sink in self._sinks:
-                sink.discard(self._part_key(run, progress.stream.entity, progress.parts))
+                sink.discard(self._part_key(run, progress.stream, progress.parts))
         progress.state, progress.done = flush.state, flush.done
         progress.records_read += flush.read
         progress.records_written += flush.accepted
@@ -496,14 +498,15 @@ class SyncEngine:
         self._syncs.save(run, lease_until=now + self._lease)
 
     @staticmethod
-    def _part_key(run: SyncRun, entity: str, seq: int) -> PartKey:
+    def _part_key(run: SyncRun, stream: Stream, seq: int) -> PartKey:
         return PartKey(
             organization_id=run.organization_id,
             provider=run.provider.value,
-            entity=entity,
+            entity=stream.record_entity,
             day=run.started_at.date().isoformat(),
             batch_id=run.sync_id,
             seq=seq,
+            stream=stream.entity if stream.record_entity != stream.entity else None,
         )
 
     def _finish(self, run: SyncRun, status: SyncStatus) -> SyncRun:

@@ -1,8 +1,10 @@
 """Provider events → canonical changes (entity, record id, operation, event time, data).
 
-Each normaliser knows one provider's event shapes and produces the canonical fields the
-pipeline's schemas name (customer, subscription, invoice, contact, company, deal, case,
-email_event, campaign_activity). Events a normaliser does not model become an `event` record
+Each normaliser knows one provider's event shapes. Where the event carries the object (Stripe,
+Salesforce outbound messages, Mailchimp audience events, SendGrid events), it becomes its
+canonical entity through the provider's canonical.py, the mapping the sync path calls (`canonical`
+changes). HubSpot's events name a property change, not the object: they stay partial changes of
+the canonical entity's record. Events a normaliser does not model become an `event` record
 carrying the provider's object, so nothing accepted is silently dropped. Every change carries
 its event time, which decides the order in which changes to one record apply; `ordering_key`
 narrows that to a field where a provider sends partial updates (HubSpot property changes).
@@ -10,14 +12,16 @@ narrows that to a field where a provider sends partial updates (HubSpot property
 
 from __future__ import annotations
 
-import hashlib
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Any
 
+from churnguard.canonical.entities import tombstone
 from churnguard.pipeline.records import Operation
+from churnguard.providers.mailchimp import canonical as mailchimp_canonical
 from churnguard.providers.salesforce import canonical as salesforce_canonical
+from churnguard.providers.sendgrid import canonical as sendgrid_canonical
 from churnguard.providers.stripe import canonical as stripe_canonical
 from churnguard.webhooks.events import lookup
 
@@ -99,14 +103,17 @@ def normalize_stripe(event: ProviderEvent, include_raw: bool = True) -> list[Cha
     # A subscription's `*.deleted` only means canceled: its object says so and it is kept.
     deleted = event.event_type.endswith(".deleted") and entity != "subscription"
     operation = Operation.DELETE if deleted or obj.get("deleted") is True else Operation.UPSERT
-    data = {} if operation is Operation.DELETE else stripe_canonical.canonical(obj, raw=include_raw)
+    if operation is Operation.DELETE:
+        data = tombstone(stripe_canonical.PROVIDER, str(object_id))
+    else:
+        data = stripe_canonical.canonical(obj, raw=include_raw)
     return [Change(entity, str(object_id), operation, occurred_at, data, canonical=True)]
 
 
 # ---------------------------------------------------------------- HubSpot
 
 
-def normalize_hubspot(event: ProviderEvent) -> list[Change]:  # noqa: PLR0911 - one answer per HubSpot action
+def normalize_hubspot(event: ProviderEvent, include_raw: bool = True) -> list[Change]:  # noqa: PLR0911 - one answer per HubSpot action
     payload = event.payload
     occurred_at = parse_time(payload.get("occurredAt")) or epoch(event.received_at)
     object_type, _, action = event.event_type.partition(".")
@@ -142,25 +149,20 @@ def normalize_hubspot(event: ProviderEvent) -> list[Change]:  # noqa: PLR0911 - 
 
 # ---------------------------------------------------------------- SendGrid
 
-SENDGRID_FIELDS = ("email", "sg_message_id", "reason", "status", "type", "url", "category", "asm_group_id")
 
-
-def normalize_sendgrid(event: ProviderEvent) -> list[Change]:
+def normalize_sendgrid(event: ProviderEvent, include_raw: bool = True) -> list[Change]:
+    """An Event Webhook event as an email_event; a bounce, block, spam report or unsubscribe is
+    keyed as the suppression a sync reads for it."""
     payload = event.payload
     occurred_at = parse_time(payload.get("timestamp")) or epoch(event.received_at)
-    data = {"event": event.event_type, "occurred_at": occurred_at.isoformat()}
-    data.update(_compact({name: payload.get(name) for name in SENDGRID_FIELDS}))
-    return [Change("email_event", event.event_id, Operation.UPSERT, occurred_at, data)]
+    entity = sendgrid_canonical.webhook_event(event.event_type, payload, event.event_id)
+    data = entity.model_dump(mode="json", exclude_none=True)
+    if include_raw:
+        data["raw"] = dict(payload)
+    return [Change("email_event", entity.id, Operation.UPSERT, occurred_at, data, canonical=True)]
 
 
 # ---------------------------------------------------------------- Mailchimp
-
-MAILCHIMP_STATUS = {"subscribe": "subscribed", "unsubscribe": "unsubscribed", "cleaned": "cleaned"}
-
-
-def subscriber_hash(email: str) -> str:
-    """Mailchimp's member id: the MD5 of the lower-cased address (an identifier, not security)."""
-    return hashlib.md5(email.strip().lower().encode(), usedforsecurity=False).hexdigest()
 
 
 def _mailchimp_time(payload: Mapping[str, Any], received_at: float) -> datetime:
@@ -173,44 +175,50 @@ def _mailchimp_time(payload: Mapping[str, Any], received_at: float) -> datetime:
     return epoch(received_at)
 
 
-def normalize_mailchimp(event: ProviderEvent) -> list[Change]:
+def _membership(data: Mapping[str, Any], email: str, status: str | None, include_raw: bool) -> dict[str, Any]:
+    merges: Mapping[str, Any] = data["merges"] if isinstance(data.get("merges"), dict) else {}
+    entity = mailchimp_canonical.membership(
+        str(data.get("list_id") or ""), email, status, merges.get("FNAME"), merges.get("LNAME")
+    )
+    canonical = entity.model_dump(mode="json", exclude_none=True)
+    if include_raw:
+        canonical["raw"] = dict(data)
+    return canonical
+
+
+def normalize_mailchimp(event: ProviderEvent, include_raw: bool = True) -> list[Change]:
+    """Audience events as list memberships keyed as the sync's members; campaign events as campaigns."""
     payload = event.payload
     occurred_at = _mailchimp_time(payload, event.received_at)
     data: dict[str, Any] = payload["data"] if isinstance(payload.get("data"), dict) else {}
-    merges: dict[str, Any] = data["merges"] if isinstance(data.get("merges"), dict) else {}
-    if event.event_type == "campaign":
-        return [
-            Change(
-                "campaign_activity",
-                str(data.get("id") or event.event_id),
-                Operation.UPSERT,
-                occurred_at,
-                _compact({"campaign_id": data.get("id"), "action": data.get("status"), "subject": data.get("subject")}),
-            )
-        ]
-    if event.event_type == "upemail":
+    list_id = str(data.get("list_id") or "")
+    if event.event_type == "campaign" and data.get("id"):
+        campaign_id = str(data["id"])
+        campaign = {
+            "id": campaign_id,
+            "source_ids": {mailchimp_canonical.PROVIDER: campaign_id},
+            **_compact({"subject": data.get("subject"), "status": data.get("status"), "list_id": list_id or None}),
+        }
+        if include_raw:
+            campaign["raw"] = dict(data)
+        return [Change("campaign", campaign_id, Operation.UPSERT, occurred_at, campaign, canonical=True)]
+    if event.event_type == "upemail" and list_id:
         old, new = str(data.get("old_email") or ""), str(data.get("new_email") or "")
-        if not old or not new:
-            return [_generic(event, occurred_at)]
-        common = {"list_id": data.get("list_id")}
-        return [
-            Change("contact", subscriber_hash(old), Operation.DELETE, occurred_at, _compact({**common, "email": old})),
-            Change("contact", subscriber_hash(new), Operation.UPSERT, occurred_at, _compact({**common, "email": new})),
-        ]
+        if old and new:
+            gone = mailchimp_canonical.membership_id(list_id, mailchimp_canonical.subscriber_hash(old))
+            moved = _membership(data, new, None, include_raw)
+            return [
+                Change(
+                    "list_membership", gone, Operation.DELETE, occurred_at, tombstone("mailchimp", gone), canonical=True
+                ),
+                Change("list_membership", moved["id"], Operation.UPSERT, occurred_at, moved, canonical=True),
+            ]
+    merges: Mapping[str, Any] = data["merges"] if isinstance(data.get("merges"), dict) else {}
     email = str(data.get("email") or merges.get("EMAIL") or "")
-    if not email:
+    if not email or not list_id:
         return [_generic(event, occurred_at)]
-    first, last = merges.get("FNAME"), merges.get("LNAME")
-    name = " ".join(part for part in (first, last) if part) or None
-    fields = {
-        "email": email,
-        "name": name,
-        "status": MAILCHIMP_STATUS.get(event.event_type),
-        "list_id": data.get("list_id"),
-        "reason": data.get("reason"),
-        "campaign_id": data.get("campaign_id"),
-    }
-    return [Change("contact", subscriber_hash(email), Operation.UPSERT, occurred_at, _compact(fields))]
+    membership = _membership(data, email, mailchimp_canonical.STATUS_AFTER.get(event.event_type), include_raw)
+    return [Change("list_membership", membership["id"], Operation.UPSERT, occurred_at, membership, canonical=True)]
 
 
 # ---------------------------------------------------------------- Salesforce
@@ -254,7 +262,7 @@ def normalize_custom(event: ProviderEvent, options: Mapping[str, Any]) -> list[C
     return [Change(entity, record or "", operation, occurred_at, data)]
 
 
-NORMALIZERS: dict[str, Callable[[ProviderEvent], list[Change]]] = {
+NORMALIZERS: dict[str, Callable[[ProviderEvent, bool], list[Change]]] = {
     "stripe": normalize_stripe,
     "hubspot": normalize_hubspot,
     "sendgrid": normalize_sendgrid,
@@ -267,8 +275,4 @@ def normalize(event: ProviderEvent, options: Mapping[str, Any]) -> list[Change]:
     if event.provider == "custom":
         return normalize_custom(event, options)
     include_raw = options.get("include_raw", True) is not False
-    if event.provider == "stripe":
-        return normalize_stripe(event, include_raw)
-    if event.provider == "salesforce":
-        return normalize_salesforce(event, include_raw)
-    return NORMALIZERS[event.provider](event)
+    return NORMALIZERS[event.provider](event, include_raw)

@@ -36,6 +36,7 @@ from churnguard.canonical.entities import (
     Subscription,
     SubscriptionItem,
 )
+from churnguard.canonical.mapping import ProviderMapping
 
 PROVIDER = "stripe"
 COUNTED_STATUSES = frozenset({"active", "past_due"})
@@ -480,3 +481,28 @@ def _decimal(value: Any) -> Decimal | None:
 
 def _currency(value: Any) -> str | None:
     return value.upper() if isinstance(value, str) and len(value) == 3 and value.isalpha() else None
+
+
+# The sync connector's streams are Stripe's lists; each row says its own object type.
+_LISTS = {
+    "customers": "customer",
+    "subscriptions": "subscription",
+    "invoices": "invoice",
+    "charges": "charge",
+    "refunds": "refund",
+    "products": "product",
+    "prices": "price",
+    "coupons": "coupon",
+}
+
+
+def _entity_of_list(source: str) -> str | None:
+    mapped = _MAPPERS.get(_LISTS.get(source, ""))
+    return mapped[0] if mapped else None
+
+
+def _canonical_row(source: str, row: Object, *, raw: bool = True) -> dict[str, Any]:
+    return canonical(row, raw=raw)
+
+
+MAPPING = ProviderMapping(_entity_of_list, _canonical_row)

@@ -1,0 +1,1 @@
+"""HubSpot. See README.md in this folder."""

@@ -1,0 +1,1 @@
+"""Mailchimp. See README.md in this folder."""

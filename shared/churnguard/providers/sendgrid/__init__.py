@@ -1,0 +1,1 @@
+"""SendGrid. See README.md in this folder."""
