@@ -20,7 +20,7 @@ VENV_BENCH_STAMP := $(VENV_BENCH)/.requirements.stamp
 help:
 	@echo "make dev [ARGS=...]   run the local cloud (python -m local)"
 	@echo "make test [ARGS=...]  run the tests"
-	@echo "make lint             ruff check, ruff format --check, mypy"
+	@echo "make lint             ruff check, ruff format --check, mypy, the import layers (lint-imports)"
 	@echo "make cfn-lint         lint template.yaml with cfn-lint"
 	@echo "make validate         sam validate --lint"
 	@echo "make build            sam build into BUILD_DIR ($(BUILD_DIR))"
@@ -66,6 +66,7 @@ lint: $(VENV_STAMP)
 	$(VENV)/bin/ruff check .
 	$(VENV)/bin/ruff format --check .
 	$(VENV)/bin/mypy shared
+	$(VENV)/bin/lint-imports
 
 cfn-lint: $(VENV_STAMP)
 	$(VENV)/bin/cfn-lint template.yaml

@@ -316,16 +316,16 @@ def run_pipeline(engine: str, name: str) -> dict[str, Any]:
     AWS_ENDPOINT_URL (another process)."""
     import boto3
 
-    from churnguard.connectors.resilience import RetryPolicy
     from churnguard.crypto import CredentialCipher
     from churnguard.integrations import IntegrationService
     from churnguard.models import IntegrationConfiguration, IntegrationCredentials, SyncConfiguration
     from churnguard.pipeline.sinks import S3DataLakeSink
+    from churnguard.resilience import RetryPolicy
+    from churnguard.runs import SyncRef
     from churnguard.store.circuit_breakers import CircuitBreakerStore
     from churnguard.store.integrations import IntegrationStore
     from churnguard.store.syncs import SyncStore
     from churnguard.sync.engine import SyncEngine
-    from churnguard.sync.models import SyncRef
 
     if not os.environ.get("AWS_ENDPOINT_URL"):
         raise SystemExit("the pipeline mode needs AWS_ENDPOINT_URL (a moto server)")

@@ -23,8 +23,8 @@ import psycopg2
 
 from churnguard.connectors.base import Position
 from churnguard.connectors.postgresql import PostgresConnector
-from churnguard.connectors.resilience import BreakerState, CircuitBreaker, Guard, RateLimiter, RetryPolicy
 from churnguard.models import IntegrationConfiguration, IntegrationCredentials, ProviderName
+from churnguard.resilience import BreakerState, CircuitBreaker, Guard, RateLimiter, RetryPolicy
 
 URL = os.environ.get("CHURNGUARD_TEST_POSTGRES_URL", "postgresql://postgres@127.0.0.1:5432/test")
 CHECKPOINT_ROWS = 50_000

@@ -89,16 +89,16 @@ def aws() -> Iterator[dict[str, Any]]:
 
 
 def sync_once(case: Case, records: int, latency: float, *, rate_limited: bool = False) -> dict[str, Any]:
-    from churnguard.connectors.resilience import RetryPolicy
     from churnguard.crypto import CredentialCipher
     from churnguard.integrations import IntegrationService
     from churnguard.models import IntegrationConfiguration
     from churnguard.pipeline.sinks import S3DataLakeSink
+    from churnguard.resilience import RetryPolicy
+    from churnguard.runs import SyncRef
     from churnguard.store.circuit_breakers import CircuitBreakerStore
     from churnguard.store.integrations import IntegrationStore
     from churnguard.store.syncs import SyncStore
     from churnguard.sync.engine import SyncEngine
-    from churnguard.sync.models import SyncRef
 
     fake = case.start(latency)
     try:

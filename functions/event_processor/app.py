@@ -25,30 +25,10 @@ batch = BatchProcessor(event_type=EventType.SQS, raise_on_entire_batch_failure=F
 
 @cache
 def processor() -> EventProcessor:
-    """Writes to the data lake, and to the Analytics API when ANALYTICS_API_URL is set (its bearer
-    token read from the Secrets Manager secret ANALYTICS_API_TOKEN_SECRET names), as syncs do."""
-    import os
+    """Writes to the data lake, and to the Analytics API when it is configured, as syncs do."""
+    from churnguard.wiring.events import event_processor
 
-    from pydantic import SecretStr
-
-    from churnguard import aws
-    from churnguard.config import env_int, env_str, platform_settings, table_name
-    from churnguard.connectors.resilience import RetryPolicy
-    from churnguard.pipeline.sinks import AnalyticsApiSink, S3DataLakeSink, Sink
-    from churnguard.store.webhooks import WebhookStore
-
-    # Short: a message that still fails is retried by SQS, not by this invocation.
-    retry = RetryPolicy(attempts=platform_settings().default_retry_attempts, base_delay=0.2, max_delay=2.0)
-    sinks: list[Sink] = [S3DataLakeSink(aws.client("s3"), env_str("DATA_LAKE_BUCKET"), retry)]
-    analytics_url = os.environ.get("ANALYTICS_API_URL", "")
-    if analytics_url:
-        secret = aws.client("secretsmanager").get_secret_value(SecretId=env_str("ANALYTICS_API_TOKEN_SECRET"))
-        sinks.append(AnalyticsApiSink(analytics_url, SecretStr(secret["SecretString"]), retry))
-    return EventProcessor(
-        WebhookStore(aws.client("dynamodb"), table_name()),
-        sinks,
-        max_receive_count=env_int("WEBHOOK_MAX_RECEIVE_COUNT", 5),
-    )
+    return event_processor()
 
 
 def record_handler(record: SQSRecord) -> None:

@@ -13,7 +13,7 @@ from aws_lambda_powertools.utilities.typing import LambdaContext
 
 from churnguard import aws
 from churnguard.config import env_str
-from churnguard.sync.launcher import SyncLauncher, default_launcher
+from churnguard.sync.launcher import SyncLauncher
 from churnguard.sync.schedules import remove_schedule
 from churnguard.sync.tasks import run_task
 
@@ -23,7 +23,9 @@ metrics = Metrics()
 
 @lru_cache(maxsize=1)
 def launcher() -> SyncLauncher:
-    return default_launcher()
+    from churnguard.wiring.services import sync_launcher
+
+    return sync_launcher()
 
 
 def remove_integration_schedule(integration_id: str) -> None:

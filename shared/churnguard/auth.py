@@ -14,7 +14,7 @@ import secrets
 from dataclasses import dataclass
 from typing import Any
 
-from churnguard.store.keys import api_key_lookup_key
+from churnguard.store.key_lookup import find_key
 
 API_KEY_PREFIX = "cg_"
 _API_KEY_SHAPE = re.compile(r"^cg_[A-Za-z0-9_-]{43}$")
@@ -50,12 +50,9 @@ def bearer_token(authorization: str | None) -> str | None:
 
 
 def authenticate(dynamodb: Any, table_name: str, api_key: str) -> Principal | None:
-    """The organisation a presented key belongs to, or None for unknown or revoked keys.
-
-    Strongly consistent, so a revoked key stops working on the next request.
-    """
+    """The organisation a presented key belongs to, or None for unknown or revoked keys."""
     key_hash = hash_api_key(api_key)
-    item = dynamodb.get_item(TableName=table_name, Key=api_key_lookup_key(key_hash), ConsistentRead=True).get("Item")
-    if not item or not hmac.compare_digest(item.get("key_hash", {}).get("S", ""), key_hash):
+    found = find_key(dynamodb, table_name, key_hash)
+    if found is None or not hmac.compare_digest(found[0], key_hash):
         return None
-    return Principal(organization_id=item["organization_id"]["S"], key_id=item["key_id"]["S"])
+    return Principal(organization_id=found[1], key_id=found[2])

@@ -1,5 +1,5 @@
 """Domain errors. Each carries the HTTP status and stable code the API answers with, so the
-mapping to responses lives in one place (churnguard.api.errors) and handlers never build them."""
+mapping to responses lives in one place (churnguard.api.http) and handlers never build them."""
 
 from __future__ import annotations
 

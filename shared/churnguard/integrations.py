@@ -6,7 +6,7 @@ Every operation takes the caller's organisation explicitly; nothing reads it fro
 from __future__ import annotations
 
 import logging
-from typing import TYPE_CHECKING, Any
+from typing import Any, Protocol
 
 from pydantic import ValidationError
 
@@ -20,7 +20,6 @@ from churnguard.errors import (
     ValidationFailedError,
 )
 from churnguard.models import (
-    DataSyncMode,
     IntegrationConfiguration,
     IntegrationCreateRequest,
     IntegrationCredentials,
@@ -32,10 +31,14 @@ from churnguard.models import (
 )
 from churnguard.store.integrations import IntegrationFilter, IntegrationStore
 
-if TYPE_CHECKING:
-    from churnguard.sync.launcher import SyncLauncher
-    from churnguard.sync.schedules import SyncScheduler
-    from churnguard.sync.views import SyncStatusView
+
+class Scheduler(Protocol):
+    """Keeps an integration's scheduled syncs in line with it (sync.schedules.SyncScheduler)."""
+
+    def apply(self, config: IntegrationConfiguration) -> None: ...
+
+    def remove(self, integration_id: str) -> None: ...
+
 
 logger = logging.getLogger(__name__)
 _DELETE_ATTEMPTS = 3
@@ -65,9 +68,7 @@ def validation_details(exc: ValidationError, prefix: tuple[str | int, ...] = ())
 
 
 class IntegrationService:
-    def __init__(
-        self, store: IntegrationStore, cipher: CredentialCipher, scheduler: SyncScheduler | None = None
-    ) -> None:
+    def __init__(self, store: IntegrationStore, cipher: CredentialCipher, scheduler: Scheduler | None = None) -> None:
         self._store = store
         self._cipher = cipher
         self._scheduler = scheduler
@@ -206,77 +207,3 @@ class IntegrationService:
         return self._cipher.encrypt(
             credentials.to_plaintext(), encryption_context(config.organization_id, config.integration_id)
         )
-
-
-class IntegrationEngine:
-    """The seed's async Python façade over the stores, for code that runs outside the API."""
-
-    def __init__(self, service: IntegrationService | None = None, launcher: SyncLauncher | None = None) -> None:
-        self._service = service or default_service()
-        self._launcher = launcher
-
-    async def start_sync(self, organization_id: str, integration_id: str, mode: DataSyncMode | None = None) -> str:
-        """Starts a sync through the state machine and returns its sync id (409 if one runs)."""
-        return self._sync_launcher().start(organization_id, integration_id, mode=mode).sync_id
-
-    async def get_sync_status(self, organization_id: str, integration_id: str) -> SyncStatusView:
-        return self._sync_launcher().status(organization_id, integration_id)
-
-    def _sync_launcher(self) -> SyncLauncher:
-        if self._launcher is None:
-            from churnguard.sync.launcher import default_launcher
-
-            self._launcher = default_launcher()
-        return self._launcher
-
-    async def register_integration(self, config: IntegrationConfiguration) -> str:
-        return self._service.register(config).integration_id
-
-    async def get_integration(self, organization_id: str, integration_id: str) -> IntegrationView:
-        return self._service.get(organization_id, integration_id)
-
-    async def list_integrations(
-        self,
-        organization_id: str,
-        filters: IntegrationFilter | None = None,
-        limit: int = 50,
-        next_token: str | None = None,
-    ) -> IntegrationPage:
-        return self._service.list(organization_id, filters or IntegrationFilter(), limit, next_token)
-
-    async def update_integration(
-        self, organization_id: str, integration_id: str, patch: IntegrationUpdateRequest
-    ) -> IntegrationView:
-        return self._service.update(organization_id, integration_id, patch)
-
-    async def update_credentials(
-        self, organization_id: str, integration_id: str, credentials: IntegrationCredentials
-    ) -> IntegrationView:
-        return self._service.replace_credentials(organization_id, integration_id, credentials)
-
-    async def delete_integration(self, organization_id: str, integration_id: str) -> None:
-        self._service.delete(organization_id, integration_id)
-
-
-def default_service() -> IntegrationService:
-    """The service wired to this function's table and key."""
-    import os
-
-    from churnguard import aws
-    from churnguard.config import env_str, kms_key_id, table_name
-
-    scheduler = None
-    if os.environ.get("SYNC_SCHEDULE_GROUP"):
-        from churnguard.sync.schedules import SyncScheduler
-
-        scheduler = SyncScheduler(
-            aws.client("scheduler"),
-            group=env_str("SYNC_SCHEDULE_GROUP"),
-            target_arn=env_str("SYNC_TASK_FUNCTION_ARN"),
-            role_arn=env_str("SYNC_SCHEDULER_ROLE_ARN"),
-        )
-    return IntegrationService(
-        IntegrationStore(aws.client("dynamodb"), table_name()),
-        CredentialCipher(aws.client("kms"), kms_key_id()),
-        scheduler,
-    )

@@ -124,7 +124,7 @@ def rebinding(monkeypatch: pytest.MonkeyPatch) -> dict[str, Recorder]:
 def test_a_name_that_resolves_to_the_metadata_address_is_refused_before_connecting(
     harness: Any, rebinding: dict[str, Recorder], provider: str
 ) -> None:
-    from churnguard.sync.engine import default_engine
+    from churnguard.wiring.services import sync_engine
 
     config = harness.register(
         ProviderName(provider),
@@ -132,7 +132,7 @@ def test_a_name_that_resolves_to_the_metadata_address_is_refused_before_connecti
         IntegrationCredentials.model_validate(LOGIN),
         {"customer": "customers"},
     )
-    check = default_engine().test_connection(config.organization_id, config.integration_id)
+    check = sync_engine().test_connection(config.organization_id, config.integration_id)
     assert check.status is CheckStatus.INVALID_CONFIGURATION
     assert "metadata" in check.message
     assert rebinding[provider].calls == [], "the driver was never asked to connect"
@@ -142,7 +142,7 @@ def test_a_name_that_resolves_to_the_metadata_address_is_refused_before_connecti
 def test_a_name_that_resolves_to_a_private_address_is_refused_unless_allowed(
     harness: Any, rebinding: dict[str, Recorder], monkeypatch: pytest.MonkeyPatch, provider: str
 ) -> None:
-    from churnguard.sync.engine import default_engine
+    from churnguard.wiring.services import sync_engine
 
     config = harness.register(
         ProviderName(provider),
@@ -151,7 +151,7 @@ def test_a_name_that_resolves_to_a_private_address_is_refused_unless_allowed(
         {"customer": "customers"},
     )
     monkeypatch.setenv("ALLOW_PRIVATE_NETWORK_SOURCES", "false")
-    check = default_engine().test_connection(config.organization_id, config.integration_id)
+    check = sync_engine().test_connection(config.organization_id, config.integration_id)
     assert check.status is CheckStatus.INVALID_CONFIGURATION and "private" in check.message
     assert rebinding[provider].calls == []
 
@@ -162,7 +162,7 @@ def test_postgresql_connects_to_the_address_it_checked_not_the_name_again(
     """libpq gets the checked address as hostaddr, so a second DNS answer cannot redirect it."""
     import psycopg2
 
-    from churnguard.sync.engine import default_engine
+    from churnguard.wiring.services import sync_engine
 
     seen: list[dict[str, Any]] = []
     real_connect = psycopg2.connect
@@ -186,6 +186,6 @@ def test_postgresql_connects_to_the_address_it_checked_not_the_name_again(
         ),
         {},
     )
-    check = default_engine().test_connection(config.organization_id, config.integration_id)
+    check = sync_engine().test_connection(config.organization_id, config.integration_id)
     assert check.status is CheckStatus.OK, check.message
     assert seen and seen[0]["host"] == "localhost" and seen[0]["hostaddr"] in {"127.0.0.1", "::1"}

@@ -13,7 +13,7 @@ import pytest
 
 from churnguard.connectors.base import CheckStatus
 from churnguard.models import IntegrationCredentials, ProviderName
-from churnguard.sync.models import SyncStatus
+from churnguard.runs import SyncStatus
 from tests.support.fake_hubspot import FakeHubSpot
 from tests.support.fake_sendgrid import API_KEY as SENDGRID_KEY
 from tests.support.fake_sendgrid import FakeSendGrid

@@ -16,7 +16,7 @@ import requests
 
 from churnguard.connectors.base import CheckStatus, SourceError, TransientSourceError
 from churnguard.models import DataSyncMode, IntegrationCredentials, ProviderName
-from churnguard.sync.models import SyncStatus
+from churnguard.runs import SyncStatus
 from tests.support.fake_api import Seen, request_gaps
 from tests.support.fake_hubspot import BASE_TIME, SEARCH_CAP, FakeHubSpot, iso, now_ms
 from tests.support.sync import ORG, drive, ref, sync

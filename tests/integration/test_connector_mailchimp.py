@@ -19,9 +19,9 @@ import pytest
 from churnguard.connectors import mailchimp
 from churnguard.connectors.base import CheckStatus, SourceError, TransientSourceError
 from churnguard.connectors.mailchimp import MailchimpConnector
-from churnguard.connectors.resilience import CircuitBreaker, Guard, RateLimiter, RetryPolicy
 from churnguard.models import DataSyncMode, IntegrationConfiguration, IntegrationCredentials, ProviderName
-from churnguard.sync.models import SyncStatus
+from churnguard.resilience import CircuitBreaker, Guard, RateLimiter, RetryPolicy
+from churnguard.runs import SyncStatus
 from tests.support.fake_api import Seen, request_gaps
 from tests.support.fake_mailchimp import ACCESS_TOKEN, API_KEY, FakeMailchimp, member_id, problem
 from tests.support.sync import ORG, drive, ref, sync

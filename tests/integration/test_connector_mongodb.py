@@ -28,7 +28,7 @@ from bson import Binary, Decimal128, ObjectId
 from churnguard.connectors import mongodb as mongodb_connector
 from churnguard.connectors.base import CheckStatus
 from churnguard.models import DataSyncMode, ProviderName
-from churnguard.sync.models import SyncStatus
+from churnguard.runs import SyncStatus
 from tests.support.sync import ORG, credentials, sync
 
 MONGODB_URI = os.environ.get("MONGODB_URI", "")

@@ -12,7 +12,7 @@ from churnguard.connectors.base import CheckStatus
 from churnguard.errors import ValidationFailedError
 from churnguard.models import DataSyncMode, ProviderName
 from churnguard.pipeline.core import StreamPipeline
-from churnguard.sync.models import SyncStatus
+from churnguard.runs import SyncStatus
 from tests.support.fake_postgres import password_refusing_server
 from tests.support.sync import ORG, credentials, sync
 

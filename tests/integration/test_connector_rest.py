@@ -25,7 +25,7 @@ from churnguard.models import (
     RestAuthType,
     RestSource,
 )
-from churnguard.sync.models import SyncStatus
+from churnguard.runs import SyncStatus
 from tests.support.fake_rest import API_KEY, CLIENT, LOGIN, TOKEN, FakeRest, stamp
 from tests.support.sync import ORG, drive, ref, sync
 

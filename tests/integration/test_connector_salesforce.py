@@ -13,11 +13,11 @@ from typing import Any
 import pytest
 
 from churnguard.connectors.base import CheckStatus, SourceError, SourcePausedError, TransientSourceError
-from churnguard.connectors.resilience import CLOSED
 from churnguard.connectors.salesforce import SalesforceConnector
 from churnguard.models import DataSyncMode, IntegrationCredentials, ProviderName
 from churnguard.pipeline.core import StreamPipeline
-from churnguard.sync.models import SyncStatus
+from churnguard.resilience import CLOSED
+from churnguard.runs import SyncStatus
 from tests.support.fake_api import Reply, Seen
 from tests.support.fake_salesforce import FakeSalesforce
 from tests.support.sync import ORG, drive, ref, sync

@@ -21,7 +21,7 @@ from churnguard.connectors import sendgrid
 from churnguard.connectors.base import CheckStatus, SourceError, TransientSourceError
 from churnguard.connectors.sendgrid import SendGridConnector
 from churnguard.models import DataSyncMode, IntegrationCredentials, ProviderName
-from churnguard.sync.models import SyncStatus
+from churnguard.runs import SyncStatus
 from tests.support.fake_sendgrid import API_KEY, EPOCH, FakeSendGrid, errors
 from tests.support.sync import ORG, drive, ref, sync
 

@@ -24,7 +24,7 @@ import pytest
 from churnguard.connectors.base import CheckStatus, TransientSourceError
 from churnguard.errors import ChurnGuardError
 from churnguard.models import DataSyncMode, IntegrationCredentials, ProviderName
-from churnguard.sync.models import SyncStatus
+from churnguard.runs import SyncStatus
 from tests.support.fake_api import request_gaps
 from tests.support.fake_stripe import (
     API_KEY,

@@ -10,7 +10,7 @@ import pytest
 
 from churnguard.crypto import CredentialCipher, encryption_context
 from churnguard.errors import CredentialDecryptionError
-from churnguard.integrations import default_service
+from churnguard.wiring.services import integration_service
 from tests.integration.conftest import ManagementApi
 
 SECRET = "hubspot-private-app-token-THE-SECRET-1234"
@@ -62,7 +62,7 @@ def test_a_credentials_item_copied_to_another_integration_does_not_decrypt(
     stolen = db.get_item(TableName=table, Key={"pk": {"S": "ORG#org_a"}, "sk": {"S": f"CREDENTIALS#{victim}"}})["Item"]
     db.put_item(TableName=table, Item={**stolen, "sk": {"S": f"CREDENTIALS#{attacker}"}})
 
-    service = default_service()
+    service = integration_service()
     assert service.load_credentials("org_a", victim).api_key.get_secret_value() == SECRET  # type: ignore[union-attr]
     with pytest.raises(CredentialDecryptionError):
         service.load_credentials("org_a", attacker)

@@ -8,7 +8,6 @@ from typing import Any
 import pytest
 
 from churnguard.errors import ConflictError, NotFoundError
-from churnguard.integrations import IntegrationEngine
 from churnguard.models import (
     DataSyncMode,
     IntegrationConfiguration,
@@ -18,6 +17,7 @@ from churnguard.models import (
     SyncConfiguration,
 )
 from churnguard.store.integrations import IntegrationFilter
+from churnguard.wiring.services import IntegrationEngine
 
 
 def test_seed_usage(aws: dict[str, Any]) -> None:
@@ -106,11 +106,11 @@ def test_a_workflow_that_cannot_start_closes_the_run_and_frees_the_lock(
     import boto3
 
     from churnguard.errors import ServiceUnavailableError
-    from churnguard.sync.engine import default_engine
     from churnguard.sync.launcher import SyncLauncher
+    from churnguard.wiring.services import sync_engine
 
     sfn = boto3.client("stepfunctions")
-    engine = default_engine()
+    engine = sync_engine()
     missing = "arn:aws:states:us-east-1:123456789012:stateMachine:does-not-exist"
 
     async def register() -> str:

@@ -159,16 +159,16 @@ def test_patch_merges_and_replaces_secrets_only_when_given(api: ManagementApi) -
     assert api.call("PATCH", path, body={"url": "http://127.0.0.1/x"}).status == 422
     assert api.call("GET", path).body["version"] == 5, "refused changes write nothing"
 
-    from churnguard.integrations import default_service
+    from churnguard.wiring.services import integration_service
 
-    stored = default_service().load_credentials("org_a", rule_id).custom_fields
+    stored = integration_service().load_credentials("org_a", rule_id).custom_fields
     assert stored["password"].get_secret_value() == "pass-0123456789" and "token" not in stored
 
 
 def test_query_parameters_that_carry_credentials_are_encrypted_and_masked(api: ManagementApi) -> None:
     """A rule's `api_key=...` query parameter was stored and returned in clear."""
-    from churnguard.integrations import default_service
     from churnguard.models import secret_query_field
+    from churnguard.wiring.services import integration_service
 
     secret = "rule-api-key-secret-4242"
     created = create(api, query={"kind": "signup", "api_key": secret}, secret_query={"sig": "signature-value-7777"})
@@ -178,7 +178,7 @@ def test_query_parameters_that_carry_credentials_are_encrypted_and_masked(api: M
     path = f"{BASE}/{created['rule_id']}"
     for shown in (created, api.call("GET", path).body, api.call("GET", f"/api/integrations/{created['rule_id']}").body):
         assert secret not in json.dumps(shown) and "signature-value-7777" not in json.dumps(shown)
-    stored = default_service().load_credentials("org_a", created["rule_id"]).custom_fields
+    stored = integration_service().load_credentials("org_a", created["rule_id"]).custom_fields
     assert stored[secret_query_field("api_key")].get_secret_value() == secret
 
     renamed = api.call("PATCH", path, body={"name": "Renamed", "query": {"kind": "x"}}).body
@@ -189,16 +189,16 @@ def test_query_parameters_that_carry_credentials_are_encrypted_and_masked(api: M
     assert replaced["secret_query_set"] == {"api_key": "****5555"}
     cleared = api.call("PATCH", path, body={"secret_query": {}}).body
     assert cleared["secret_query_set"] == {} and cleared["auth"]["secrets_set"] == {"token": "****6789"}
-    stored = default_service().load_credentials("org_a", created["rule_id"]).custom_fields
+    stored = integration_service().load_credentials("org_a", created["rule_id"]).custom_fields
     assert not any(name.startswith("query.") for name in stored)
 
 
 def test_new_secrets_reactivate_a_rule_whose_credentials_failed(api: ManagementApi) -> None:
     rule_id = create(api)["rule_id"]
-    from churnguard.integrations import default_service
     from churnguard.models import IntegrationStatus
+    from churnguard.wiring.services import integration_service
 
-    default_service().set_status("org_a", rule_id, IntegrationStatus.AUTHENTICATION_FAILED)
+    integration_service().set_status("org_a", rule_id, IntegrationStatus.AUTHENTICATION_FAILED)
     assert api.call("PATCH", f"{BASE}/{rule_id}", body={"name": "Same secrets"}).body["status"] == "auth_failed"
     replaced = api.call("PATCH", f"{BASE}/{rule_id}", body={"auth": {"token": "a-new-bearer-token-9999"}}).body
     assert replaced["status"] == "active" and replaced["enabled"] is True

@@ -74,9 +74,9 @@ def test_put_credentials_replaces_them(api: ManagementApi, aws: dict[str, Any]) 
     assert response.body["credentials"]["credential_type"] == "oauth2"
     assert response.body["credentials"]["fields_set"] == {"access_token": "****7777", "refresh_token": "****rrrr"}
 
-    from churnguard.integrations import default_service
+    from churnguard.wiring.services import integration_service
 
-    loaded = default_service().load_credentials("org_a", integration_id)
+    loaded = integration_service().load_credentials("org_a", integration_id)
     assert loaded.access_token is not None and loaded.access_token.get_secret_value() == "new-access-token-abcdef-7777"
     assert loaded.api_key is None
 

@@ -13,9 +13,9 @@ from typing import Any
 import pytest
 from pydantic import SecretStr
 
-from churnguard.connectors.resilience import RetryPolicy
 from churnguard.pipeline.core import Batch, StreamContext, StreamPipeline
 from churnguard.pipeline.sinks import AnalyticsApiSink, Part, PartKey, S3DataLakeSink, SinkError
+from churnguard.resilience import RetryPolicy
 from tests.support.sync import BUCKET
 
 TOKEN = "analytics-token-0123456789abcdef"

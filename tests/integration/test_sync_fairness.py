@@ -12,7 +12,7 @@ import pytest
 from churnguard.connectors.base import TransientSourceError
 from churnguard.errors import OrganizationBusyError
 from churnguard.models import IntegrationConfiguration, ProviderName
-from churnguard.sync.models import SyncStatus
+from churnguard.runs import SyncStatus
 from tests.support.sync import credentials, drive, ref
 
 CLOSED_PORT = "127.0.0.1:1"

@@ -17,7 +17,7 @@ import pytest
 from churnguard.connectors.base import CheckStatus
 from churnguard.models import DataSyncMode, ProviderName
 from churnguard.pipeline.core import StreamPipeline
-from churnguard.sync.models import SyncStatus
+from churnguard.runs import SyncStatus
 from tests.support.sync import BUCKET, ORG, credentials, sync
 
 ROWS = 3_000

@@ -17,8 +17,8 @@ from churnguard.errors import BadRequestError, ConflictError
 from churnguard.models import DataSyncMode, ProviderName
 from churnguard.pipeline.core import StreamPipeline
 from churnguard.pipeline.sinks import Part, PartKey
+from churnguard.runs import SyncStatus
 from churnguard.store.syncs import SyncStore
-from churnguard.sync.models import SyncStatus
 from tests.support.sync import ORG, credentials, drive, ref, sync
 
 ROWS = 20_000

@@ -9,16 +9,16 @@ from typing import Any
 import pytest
 
 from churnguard.connectors.postgresql import PostgresConnector
-from churnguard.connectors.resilience import (
+from churnguard.models import ProviderName
+from churnguard.pipeline.core import StreamPipeline
+from churnguard.resilience import (
     CLOSED,
     HALF_OPEN,
     OPEN,
     CircuitBreaker,
     CircuitOpenError,
 )
-from churnguard.models import ProviderName
-from churnguard.pipeline.core import StreamPipeline
-from churnguard.sync.models import SyncStatus
+from churnguard.runs import SyncStatus
 from tests.support.sync import ORG, credentials, sync
 
 

@@ -11,16 +11,16 @@ from dataclasses import dataclass
 from typing import Any
 from urllib.parse import unquote, urlsplit
 
-from churnguard.connectors.resilience import RetryPolicy
 from churnguard.crypto import CredentialCipher
 from churnguard.integrations import IntegrationService
 from churnguard.models import IntegrationConfiguration, IntegrationCredentials, ProviderName, SyncConfiguration
 from churnguard.pipeline.sinks import S3DataLakeSink, Sink
+from churnguard.resilience import RetryPolicy
+from churnguard.runs import StepResult, SyncRef, SyncRun
 from churnguard.store.circuit_breakers import CircuitBreakerStore
 from churnguard.store.integrations import IntegrationStore
 from churnguard.store.syncs import SyncStore
 from churnguard.sync.engine import SyncEngine
-from churnguard.sync.models import StepResult, SyncRef, SyncRun
 
 POSTGRES_URL = os.environ.get("CHURNGUARD_TEST_POSTGRES_URL", "postgresql://postgres@127.0.0.1:5432/test")
 MYSQL_URL = os.environ.get("CHURNGUARD_TEST_MYSQL_URL", "mysql://root@127.0.0.1:3306/test")

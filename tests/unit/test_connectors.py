@@ -14,8 +14,8 @@ import pytest
 
 from churnguard.connectors.base import Position, Stream
 from churnguard.connectors.identifiers import source_problems
-from churnguard.connectors.resilience import RateLimiter, RetryableError, RetryPolicy
 from churnguard.models import DataSyncMode, IntegrationSettings
+from churnguard.resilience import RateLimiter, RetryableError, RetryPolicy
 from tests.support.handlers import REPO
 
 

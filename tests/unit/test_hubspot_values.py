@@ -72,8 +72,8 @@ def test_a_spent_daily_limit_pauses_the_sync_and_a_ten_second_limit_throttles_it
 
     from churnguard.connectors.base import SourcePausedError, ThrottledError
     from churnguard.connectors.hubspot import HubSpotConnector
-    from churnguard.connectors.resilience import CircuitBreaker, Guard, RateLimiter, RetryPolicy
     from churnguard.models import IntegrationConfiguration, IntegrationCredentials
+    from churnguard.resilience import CircuitBreaker, Guard, RateLimiter, RetryPolicy
 
     connector = HubSpotConnector(
         IntegrationConfiguration(organization_id="org_unit", integration_name="crm", provider_name="hubspot"),  # type: ignore[arg-type]

@@ -7,8 +7,8 @@ from __future__ import annotations
 import pytest
 
 from churnguard.connectors.registry import connector_class, supported_providers
-from churnguard.connectors.resilience import RateLimiter
 from churnguard.models import ProviderName, SyncConfiguration
+from churnguard.resilience import RateLimiter
 
 DOCUMENTED = {
     ProviderName.HUBSPOT: (600, 5),  # 100 per 10 s per private app

@@ -16,9 +16,9 @@ from simple_salesforce.exceptions import (
 )
 
 from churnguard.connectors.base import CheckStatus, SourceError, Stream, ThrottledError, TransientSourceError
-from churnguard.connectors.resilience import CircuitBreaker, Guard, RateLimiter, RetryPolicy
 from churnguard.connectors.salesforce import SalesforceConnector, _state_time
 from churnguard.models import DataSyncMode, IntegrationConfiguration, IntegrationCredentials
+from churnguard.resilience import CircuitBreaker, Guard, RateLimiter, RetryPolicy
 
 ACCOUNT = Stream(
     entity="account",

@@ -6,7 +6,7 @@ from datetime import UTC, datetime, timedelta
 
 from churnguard.connectors.base import Stream
 from churnguard.models import DataSyncMode, ProviderName, SyncConfiguration
-from churnguard.sync.models import StreamProgress, SyncRun, SyncRunView, SyncStatus
+from churnguard.runs import StreamProgress, SyncRun, SyncRunView, SyncStatus
 
 START = datetime(2024, 5, 1, 12, tzinfo=UTC)
 
@@ -70,7 +70,7 @@ def test_the_state_machine_retries_every_transient_error_by_its_own_name() -> No
     from pathlib import Path
 
     from churnguard.connectors.base import ThrottledError, TransientSourceError
-    from churnguard.connectors.resilience import CircuitOpenError
+    from churnguard.resilience import CircuitOpenError
 
     definition = json.loads((Path(__file__).parents[2] / "statemachines" / "sync.asl.json").read_text())
     retried = [

@@ -14,7 +14,7 @@ from aws_lambda_powertools.metrics import MetricUnit
 
 from churnguard.api.http import caller_organization
 from churnguard.errors import NotFoundError
-from churnguard.integrations import IntegrationService, default_service
+from churnguard.integrations import IntegrationService
 from churnguard.models import (
     IntegrationCreated,
     IntegrationCreateRequest,
@@ -27,6 +27,7 @@ from churnguard.models import (
     ProviderName,
 )
 from churnguard.store.integrations import IntegrationFilter
+from churnguard.wiring import services as wiring
 
 router = Router()
 metrics = Metrics()
@@ -35,7 +36,7 @@ _INTEGRATION_ID = re.compile(r"^int_[0-9a-f]{20}$")
 
 @lru_cache(maxsize=1)
 def service() -> IntegrationService:
-    return default_service()
+    return wiring.integration_service()
 
 
 def integration_id_or_404(value: str) -> str:

@@ -15,8 +15,8 @@ from churnguard.api.integrations import integration_id_or_404
 from churnguard.api.integrations import service as integration_service
 from churnguard.connectors.base import ConnectionCheck
 from churnguard.models import DataSyncMode, IntegrationStatus, Model, StrictModel
+from churnguard.runs import SyncHistoryPage, SyncRunView
 from churnguard.store.integrations import IntegrationFilter
-from churnguard.sync.models import SyncHistoryPage, SyncRunView
 from churnguard.sync.views import SyncStarted, SyncStatusView
 
 if TYPE_CHECKING:
@@ -50,9 +50,9 @@ class SystemConnectionTests(Model):
 
 @lru_cache(maxsize=1)
 def launcher() -> SyncLauncher:
-    from churnguard.sync.launcher import default_launcher
+    from churnguard.wiring.services import sync_launcher
 
-    return default_launcher()
+    return sync_launcher()
 
 
 @router.post(

@@ -24,9 +24,8 @@ from churnguard.webhooks.models import (
 from churnguard.webhooks.service import (
     DeadLetterService,
     WebhookEndpointService,
-    default_deadletter_service,
-    default_endpoint_service,
 )
+from churnguard.wiring import services as wiring
 
 router = Router()
 metrics = Metrics()
@@ -34,12 +33,12 @@ metrics = Metrics()
 
 @lru_cache(maxsize=1)
 def endpoints() -> WebhookEndpointService:
-    return default_endpoint_service()
+    return wiring.endpoint_service()
 
 
 @lru_cache(maxsize=1)
 def deadletters() -> DeadLetterService:
-    return default_deadletter_service()
+    return wiring.deadletter_service()
 
 
 @router.post(

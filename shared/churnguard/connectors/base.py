@@ -33,7 +33,6 @@ from pydantic import ConfigDict, computed_field
 
 from churnguard.canonical.mapping import ProviderMapping
 from churnguard.connectors.lookback import LookbackFilter, Recent, start_of_next_read
-from churnguard.connectors.resilience import Guard, ProviderLimits
 from churnguard.errors import ChurnGuardError
 from churnguard.models import (
     DataSyncMode,
@@ -44,6 +43,7 @@ from churnguard.models import (
     SourceOptions,
 )
 from churnguard.pipeline.mapping import required_fields, scoped
+from churnguard.resilience import Guard, ProviderLimits
 
 T = TypeVar("T")
 

@@ -64,9 +64,9 @@ from churnguard.connectors.base import (
     ThrottledError,
     TransientSourceError,
 )
-from churnguard.connectors.resilience import ProviderLimits
 from churnguard.models import CredentialType, ProviderName, SourceOptions
 from churnguard.providers.hubspot.canonical import MAPPING
+from churnguard.resilience import ProviderLimits
 
 if TYPE_CHECKING:
     from urllib3 import BaseHTTPResponse

@@ -45,9 +45,9 @@ from typing import Any, ClassVar
 
 from churnguard.connectors.api import ApiConnector, ApiObject
 from churnguard.connectors.base import CheckStatus, Page, Position, SourceError, Stream
-from churnguard.connectors.resilience import ProviderLimits
 from churnguard.models import CredentialType, ProviderName
 from churnguard.providers.mailchimp.canonical import MAPPING
+from churnguard.resilience import ProviderLimits
 
 MAX_COUNT = 1000
 # Ids of the last items read, kept in the state to skip them when the offset is moved back.

@@ -47,7 +47,6 @@ from urllib3.exceptions import NewConnectionError
 from churnguard import netguard
 from churnguard.connectors.api import ApiConnector, ApiObject
 from churnguard.connectors.base import CheckStatus, Page, Position, SourceError, Stream, TransientSourceError
-from churnguard.connectors.resilience import ProviderLimits
 from churnguard.models import (
     REST_SOURCE_OBJECT,
     PaginationType,
@@ -58,6 +57,7 @@ from churnguard.models import (
     SourceOptions,
     secret_query_field,
 )
+from churnguard.resilience import ProviderLimits
 
 DEFAULT_ENTITY = "event"
 MAX_BOUNDARY_KEYS = 250

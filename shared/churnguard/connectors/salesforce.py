@@ -89,9 +89,9 @@ from churnguard.connectors.base import (
     TransientSourceError,
 )
 from churnguard.connectors.lookback import start_of_next_read
-from churnguard.connectors.resilience import ProviderLimits
 from churnguard.models import DataSyncMode, ProviderName, SourceOptions
 from churnguard.providers.salesforce.canonical import MAPPING
+from churnguard.resilience import ProviderLimits
 
 T = TypeVar("T")
 

@@ -32,9 +32,9 @@ from typing import TYPE_CHECKING, Any, ClassVar
 
 from churnguard.connectors.api import ApiConnector, ApiObject
 from churnguard.connectors.base import CheckStatus, Page, Position, SourceError, Stream, ThrottledError
-from churnguard.connectors.resilience import ProviderLimits
 from churnguard.models import ProviderName
 from churnguard.providers.sendgrid.canonical import MAPPING
+from churnguard.resilience import ProviderLimits
 
 if TYPE_CHECKING:
     import requests

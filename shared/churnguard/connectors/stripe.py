@@ -54,9 +54,9 @@ from typing import TYPE_CHECKING, Any, ClassVar, TypeVar
 
 from churnguard.connectors.api import DEFAULT_TIMEOUT, ApiConnector, ApiObject, http_error, unreachable
 from churnguard.connectors.base import CheckStatus, Page, Position, SourceError, Stream
-from churnguard.connectors.resilience import ProviderLimits
 from churnguard.models import ProviderName
 from churnguard.providers.stripe.canonical import MAPPING, ref, with_coupons
+from churnguard.resilience import ProviderLimits
 
 if TYPE_CHECKING:
     import stripe

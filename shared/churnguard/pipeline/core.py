@@ -1,10 +1,10 @@
-"""The record pipeline: raw rows → filter → field mapping → validation → canonical JSON lines.
+"""The record pipeline: rows → canonical entity → filter → field mapping → checks → JSON lines.
 
-Every way data enters (syncs now, webhooks and streams later) calls `StreamPipeline.process`,
-and only `Batch` contents reach a sink, so mapping, validation, dedupe keys and reject handling
-live here once. The per-row path is plain dicts, precompiled functions and one orjson call: the
-parts of a line that are the same for a whole stream are encoded once, and each row only
-encodes what varies.
+Every way data enters (syncs and webhooks; streams and change data capture next) calls
+`StreamPipeline.process`, and only `Batch` contents reach a sink, so canonical mapping, field
+mapping, validation, dedupe keys and reject handling live here once. The per-row path is plain
+dicts, precompiled functions and one orjson call: the parts of a line that are the same for a
+whole stream are encoded once, and each row only encodes what varies.
 """
 
 from __future__ import annotations

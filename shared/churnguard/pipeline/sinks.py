@@ -22,8 +22,8 @@ from typing import Any, Protocol
 
 from pydantic import SecretStr
 
-from churnguard.connectors.resilience import RetryableError, RetryPolicy, is_retryable
 from churnguard.errors import ChurnGuardError
+from churnguard.resilience import RetryableError, RetryPolicy, is_retryable
 
 REJECTS_AREA = "rejects/"
 GZIP_LEVEL = 1

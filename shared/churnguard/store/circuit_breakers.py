@@ -10,7 +10,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from churnguard.connectors.resilience import CLOSED, HALF_OPEN, OPEN, BreakerState
+from churnguard.resilience import CLOSED, HALF_OPEN, OPEN, BreakerState
 from churnguard.store.keys import circuit_key
 
 

@@ -20,9 +20,9 @@ import json
 from typing import Any
 
 from churnguard.errors import ConflictError, NotFoundError
+from churnguard.runs import SyncRun, SyncStatus
 from churnguard.store import pagetokens
 from churnguard.store.keys import SYNC_LOCK_PREFIX, org_pk, sync_cursor_key, sync_key, sync_lock_key, sync_prefix
-from churnguard.sync.models import SyncRun, SyncStatus
 
 
 class SyncStore:

@@ -42,7 +42,6 @@ from churnguard.connectors.base import (
     Stream,
 )
 from churnguard.connectors.registry import connector_class, supported_providers
-from churnguard.connectors.resilience import CircuitBreaker, CircuitOpenError, Guard, RateLimiter, RetryPolicy
 from churnguard.errors import (
     ChurnGuardError,
     ConflictError,
@@ -60,10 +59,8 @@ from churnguard.models import (
 from churnguard.pipeline.core import Batch, StreamPipeline, build_pipeline
 from churnguard.pipeline.records import Operation
 from churnguard.pipeline.sinks import Part, PartKey, Sink
-from churnguard.store.circuit_breakers import CircuitBreakerStore
-from churnguard.store.integrations import IntegrationStore
-from churnguard.store.syncs import SyncStore
-from churnguard.sync.models import (
+from churnguard.resilience import CircuitBreaker, CircuitOpenError, Guard, RateLimiter, RetryPolicy
+from churnguard.runs import (
     MAX_ERRORS,
     TERMINAL_STATUSES,
     StepResult,
@@ -76,6 +73,9 @@ from churnguard.sync.models import (
     SyncRunView,
     SyncStatus,
 )
+from churnguard.store.circuit_breakers import CircuitBreakerStore
+from churnguard.store.integrations import IntegrationStore
+from churnguard.store.syncs import SyncStore
 
 FLUSH_RECORDS = 50_000
 FLUSH_BYTES = 32 * 1024 * 1024
@@ -721,36 +721,3 @@ def _resumed(run: SyncRun) -> SyncRun:
 
 def _utc(epoch: float) -> datetime:
     return datetime.fromtimestamp(epoch, UTC)
-
-
-def default_engine() -> SyncEngine:
-    """The engine wired to this function's table, key and bucket (TABLE_NAME, KMS_KEY_ID,
-    DATA_LAKE_BUCKET), plus the Analytics API when ANALYTICS_API_URL is set, with its bearer
-    token read from the Secrets Manager secret named by ANALYTICS_API_TOKEN_SECRET."""
-    import os
-
-    from pydantic import SecretStr
-
-    from churnguard import aws
-    from churnguard.config import env_str, platform_settings, table_name
-    from churnguard.integrations import default_service
-    from churnguard.pipeline.sinks import AnalyticsApiSink, S3DataLakeSink
-
-    dynamodb = aws.client("dynamodb")
-    sink_retry = RetryPolicy(attempts=platform_settings().default_retry_attempts, base_delay=1.0, max_delay=30.0)
-    sinks: list[Sink] = [S3DataLakeSink(aws.client("s3"), env_str("DATA_LAKE_BUCKET"), sink_retry)]
-    analytics_url = os.environ.get("ANALYTICS_API_URL", "")
-    if analytics_url:
-        secret = aws.client("secretsmanager").get_secret_value(SecretId=env_str("ANALYTICS_API_TOKEN_SECRET"))
-        sinks.append(AnalyticsApiSink(analytics_url, SecretStr(secret["SecretString"]), sink_retry))
-    integrations = IntegrationStore(dynamodb, table_name())
-    service = default_service()
-    return SyncEngine(
-        syncs=SyncStore(dynamodb, table_name()),
-        integrations=integrations,
-        credentials=service.load_credentials,
-        save_credentials=service.replace_credentials,
-        breakers=CircuitBreakerStore(dynamodb, table_name()),
-        sinks=sinks,
-        max_concurrent_syncs=platform_settings().max_concurrent_syncs_per_organization,
-    )

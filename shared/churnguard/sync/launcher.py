@@ -12,8 +12,8 @@ from typing import Any
 
 from churnguard.errors import NotFoundError, ServiceUnavailableError
 from churnguard.models import DataSyncMode
+from churnguard.runs import SyncRef, SyncRunView, SyncStatus
 from churnguard.sync.engine import SyncEngine
-from churnguard.sync.models import SyncRef, SyncRunView, SyncStatus
 from churnguard.sync.views import SyncStarted, SyncStatusView, humanize_seconds
 
 _HISTORY_FOR_ESTIMATE = 10
@@ -88,12 +88,3 @@ class SyncLauncher:
             if run.status is SyncStatus.SUCCEEDED and run.finished_at is not None
         ]
         return round(statistics.median(durations), 1) if durations else None
-
-
-def default_launcher() -> SyncLauncher:
-    """The launcher wired to this function's engine and state machine (SYNC_STATE_MACHINE_ARN)."""
-    from churnguard import aws
-    from churnguard.config import env_str
-    from churnguard.sync.engine import default_engine
-
-    return SyncLauncher(default_engine(), aws.client("stepfunctions"), env_str("SYNC_STATE_MACHINE_ARN"))

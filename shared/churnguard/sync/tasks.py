@@ -15,8 +15,8 @@ from pydantic import Field
 
 from churnguard.errors import ConflictError, NotFoundError, ValidationFailedError
 from churnguard.models import Model, StrictModel
+from churnguard.runs import SyncRef
 from churnguard.sync.launcher import SyncLauncher
-from churnguard.sync.models import SyncRef
 from churnguard.sync.schedules import SCHEDULED_SYNC_ACTION
 
 logger = logging.getLogger(__name__)

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from churnguard.models import DataSyncMode, Model
-from churnguard.sync.models import SyncRunView, SyncStatus
+from churnguard.runs import SyncRunView, SyncStatus
 
 
 class SyncStarted(Model):

@@ -308,27 +308,3 @@ def _message_body(message: dict[str, Any]) -> dict[str, Any] | None:
     except (ValueError, KeyError):
         return None
     return body if isinstance(body, dict) else None
-
-
-def default_endpoint_service() -> WebhookEndpointService:
-    from churnguard import aws
-    from churnguard.config import kms_key_id, table_name
-    from churnguard.integrations import default_service
-
-    return WebhookEndpointService(
-        WebhookStore(aws.client("dynamodb"), table_name()),
-        CredentialCipher(aws.client("kms"), kms_key_id()),
-        default_service(),
-    )
-
-
-def default_deadletter_service() -> DeadLetterService:
-    from churnguard import aws
-    from churnguard.config import env_str, table_name
-
-    return DeadLetterService(
-        WebhookStore(aws.client("dynamodb"), table_name()),
-        aws.client("sqs"),
-        env_str("WEBHOOK_QUEUE_URL"),
-        env_str("WEBHOOK_DLQ_URL"),
-    )
