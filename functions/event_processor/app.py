@@ -16,6 +16,7 @@ from aws_lambda_powertools.utilities.batch import BatchProcessor, EventType, pro
 from aws_lambda_powertools.utilities.data_classes.sqs_event import SQSRecord
 from aws_lambda_powertools.utilities.typing import LambdaContext
 
+from churnguard.tracing import traced
 from churnguard.webhooks.processor import EventProcessor
 
 logger = Logger()
@@ -32,7 +33,8 @@ def processor() -> EventProcessor:
 
 
 def record_handler(record: SQSRecord) -> None:
-    processor().handle_record(record.message_id, record.body, int(record.attributes.approximate_receive_count or 1))
+    with traced("webhook_event", message_id=record.message_id):
+        processor().handle_record(record.message_id, record.body, int(record.attributes.approximate_receive_count or 1))
 
 
 @logger.inject_lambda_context

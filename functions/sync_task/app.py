@@ -16,6 +16,7 @@ from churnguard.config import env_str
 from churnguard.sync.launcher import SyncLauncher
 from churnguard.sync.schedules import remove_schedule
 from churnguard.sync.tasks import run_task
+from churnguard.tracing import traced
 
 logger = Logger()
 metrics = Metrics()
@@ -35,4 +36,7 @@ def remove_integration_schedule(integration_id: str) -> None:
 @logger.inject_lambda_context
 @metrics.log_metrics
 def lambda_handler(event: dict[str, Any], context: LambdaContext) -> dict[str, Any]:
-    return run_task(event, context.get_remaining_time_in_millis, launcher, remove_integration_schedule)
+    ref = event.get("ref") if isinstance(event.get("ref"), dict) else {}
+    annotations = {name: str(ref[name]) for name in ("organization_id", "integration_id", "sync_id") if name in ref}
+    with traced(f"sync_{event.get('action', 'task')}", **annotations):
+        return run_task(event, context.get_remaining_time_in_millis, launcher, remove_integration_schedule)

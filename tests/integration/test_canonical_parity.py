@@ -19,8 +19,8 @@ import pytest
 from churnguard.models import DataSyncMode
 from churnguard.store.webhooks import WebhookStore
 from churnguard.webhooks import events
-from churnguard.webhooks.normalizers import ProviderEvent
-from churnguard.webhooks.processor import EventProcessor, QueuedEvent
+from churnguard.webhooks.processor import EventProcessor
+from churnguard.webhooks.queued import ProviderEvent, QueuedEvent
 from tests.integration.test_connector_mailchimp import LIST_A
 from tests.integration.test_connector_mailchimp import fake as mailchimp_fake  # noqa: F401 - a fixture
 from tests.integration.test_connector_mailchimp import register as register_mailchimp

@@ -10,7 +10,8 @@ from churnguard.pipeline.records import Operation
 from churnguard.providers.mailchimp.canonical import subscriber_hash
 from churnguard.webhooks import events
 from churnguard.webhooks.events import ParseError
-from churnguard.webhooks.normalizers import ProviderEvent, normalize
+from churnguard.webhooks.normalizers import normalize
+from churnguard.webhooks.queued import ProviderEvent
 from tests.support.webhooks import XML_BOMB, mailchimp_form, salesforce_message, stripe_event
 
 EXTERNAL_ENTITY = b"""<?xml version="1.0"?><!DOCTYPE x [<!ENTITY xxe SYSTEM "file:///etc/passwd">]><x>&xxe;</x>"""

@@ -24,6 +24,7 @@ from churnguard.providers.salesforce import canonical as salesforce_canonical
 from churnguard.providers.sendgrid import canonical as sendgrid_canonical
 from churnguard.providers.stripe import canonical as stripe_canonical
 from churnguard.webhooks.events import lookup
+from churnguard.webhooks.queued import ProviderEvent
 
 GENERIC_ENTITY = "event"
 HUBSPOT_ENTITIES = {"contact": "contact", "company": "company", "deal": "deal", "ticket": "ticket"}
@@ -39,17 +40,6 @@ class Change:
     ordering_key: str | None = None
     # `data` is a canonical entity's, from the provider's canonical.py (as the sync path writes it).
     canonical: bool = False
-
-
-@dataclass(frozen=True)
-class ProviderEvent:
-    """One queued event, as the receiver enqueued it."""
-
-    provider: str
-    event_id: str
-    event_type: str
-    received_at: float
-    payload: Any
 
 
 def epoch(value: float) -> datetime:

@@ -16,11 +16,9 @@ the message to the dead-letter queue.
 
 from __future__ import annotations
 
-import json
 import logging
 import time
 from collections.abc import Callable, Mapping
-from dataclasses import dataclass
 from functools import lru_cache
 from hashlib import blake2b
 from typing import Any
@@ -31,7 +29,8 @@ from churnguard.pipeline.mapping import FieldMapper, scoped
 from churnguard.pipeline.sinks import Part, PartKey, Sink
 from churnguard.pipeline.validation import CANONICAL_SCHEMAS, compile_check, schema_for
 from churnguard.store.webhooks import StoredEndpoint, WebhookStore
-from churnguard.webhooks.normalizers import Change, ProviderEvent, normalize
+from churnguard.webhooks.normalizers import Change, normalize
+from churnguard.webhooks.queued import QueuedEvent
 
 logger = logging.getLogger(__name__)
 
@@ -39,34 +38,6 @@ RECORD_STATE_TTL_SECONDS = 90 * 24 * 3600
 ENDPOINT_CACHE_SECONDS = 30.0
 SUPERSEDED = "superseded by a newer event for this record"
 ENTITIES = frozenset({*CANONICAL_SCHEMAS, *CANONICAL_ENTITIES})
-
-
-@dataclass(frozen=True)
-class QueuedEvent:
-    organization_id: str
-    integration_id: str
-    endpoint_id: str
-    event: ProviderEvent
-
-    @property
-    def event_key(self) -> str:
-        return f"{self.endpoint_id}#{self.event.event_id}"
-
-    @classmethod
-    def from_body(cls, body: str) -> QueuedEvent:
-        message = json.loads(body)
-        return cls(
-            organization_id=message["organization_id"],
-            integration_id=message["integration_id"],
-            endpoint_id=message["endpoint_id"],
-            event=ProviderEvent(
-                provider=message["provider"],
-                event_id=message["event_id"],
-                event_type=message["event_type"],
-                received_at=float(message["received_at"]),
-                payload=message["payload"],
-            ),
-        )
 
 
 @lru_cache(maxsize=64)

@@ -32,6 +32,7 @@ from churnguard.store.webhooks import Claim, StoredEndpoint, WebhookStore
 from churnguard.webhooks import events as parsing
 from churnguard.webhooks import signatures
 from churnguard.webhooks.events import InboundEvent, ParseError
+from churnguard.webhooks.queued import ProviderEvent, QueuedEvent
 from churnguard.webhooks.signatures import SignatureError
 
 logger = logging.getLogger(__name__)
@@ -372,21 +373,9 @@ def count(metrics: MetricSink, provider: str, status: int, outcome: Outcome | No
 
 
 def queue_message(doc: Mapping[str, Any], item: InboundEvent, received_at: float) -> str:
-    """The SQS message of one event: who it is for, what it is, and the provider's payload."""
-    return json.dumps(
-        {
-            "v": 1,
-            "organization_id": doc["organization_id"],
-            "integration_id": doc["integration_id"],
-            "endpoint_id": doc["endpoint_id"],
-            "provider": doc["provider"],
-            "event_id": item.event_id,
-            "event_type": item.event_type,
-            "received_at": received_at,
-            "payload": item.payload,
-        },
-        separators=(",", ":"),
-    )
+    """The SQS message of one event (the processor reads it back with QueuedEvent.from_body)."""
+    event = ProviderEvent(doc["provider"], item.event_id, item.event_type, received_at, item.payload)
+    return QueuedEvent(doc["organization_id"], doc["integration_id"], doc["endpoint_id"], event).to_body()
 
 
 def _raw_body(event: Mapping[str, Any]) -> bytes:
