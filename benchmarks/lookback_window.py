@@ -22,8 +22,8 @@ import time
 import psycopg2
 
 from churnguard.connectors.base import Position
-from churnguard.connectors.postgresql import PostgresConnector
 from churnguard.models import IntegrationConfiguration, IntegrationCredentials, ProviderName
+from churnguard.providers.postgresql.source import PostgresConnector
 from churnguard.resilience import BreakerState, CircuitBreaker, Guard, RateLimiter, RetryPolicy
 
 URL = os.environ.get("CHURNGUARD_TEST_POSTGRES_URL", "postgresql://postgres@127.0.0.1:5432/test")

@@ -23,8 +23,14 @@ from pathlib import Path
 from typing import Any
 
 from benchmarks.cold_start import measure
+from churnguard.inbound import parsing, signatures
+from churnguard.providers.custom import webhook as custom_webhook
+from churnguard.providers.hubspot import webhook as hubspot_webhook
+from churnguard.providers.mailchimp import webhook as mailchimp_webhook
+from churnguard.providers.salesforce import webhook as salesforce_webhook
+from churnguard.providers.sendgrid import webhook as sendgrid_webhook
+from churnguard.providers.stripe import webhook as stripe_webhook
 from churnguard.store.keys import webhook_event_key
-from churnguard.webhooks import events, signatures
 from tests.support.webhooks import (
     HUBSPOT_SECRET,
     MAILCHIMP_TOKEN,
@@ -92,7 +98,7 @@ def throughput(deliveries: int) -> dict[str, Any]:
     now = time.time()
     results: dict[str, Any] = {}
 
-    def keys(items: list[events.InboundEvent]) -> int:
+    def keys(items: list[parsing.InboundEvent]) -> int:
         return len([webhook_event_key("org_bench", "whe_bench", item.event_id) for item in items])
 
     stripe_body = stripe_event(
@@ -101,8 +107,8 @@ def throughput(deliveries: int) -> dict[str, Any]:
     stripe_sig = stripe_header(stripe_body)
 
     def stripe() -> int:
-        signatures.verify_stripe(stripe_body, stripe_sig, [STRIPE_SECRET], now)
-        return keys(events.parse_stripe(stripe_body))
+        stripe_webhook.verify_signature(stripe_body, stripe_sig, [STRIPE_SECRET], now)
+        return keys(stripe_webhook.parse_body(stripe_body))
 
     results["stripe"] = rate("stripe", 1, deliveries, stripe)
     hubspot_body = json.dumps(
@@ -112,7 +118,7 @@ def throughput(deliveries: int) -> dict[str, Any]:
     hubspot_headers = {k.lower(): v for k, v in hubspot_v3_headers(hubspot_body, uri).items()}
 
     def hubspot() -> int:
-        signatures.verify_hubspot(
+        hubspot_webhook.verify_signature(
             hubspot_body,
             hubspot_headers,
             method="POST",
@@ -121,7 +127,7 @@ def throughput(deliveries: int) -> dict[str, Any]:
             now=now,
             allow_legacy=False,
         )
-        return keys(events.parse_hubspot(hubspot_body))
+        return keys(hubspot_webhook.parse_body(hubspot_body))
 
     results["hubspot"] = rate("hubspot", 10, max(1, deliveries // 10), hubspot)
     sendgrid_keys = SendGridKeys.generate()
@@ -129,21 +135,21 @@ def throughput(deliveries: int) -> dict[str, Any]:
     sendgrid_headers = {k.lower(): v for k, v in sendgrid_keys.headers(sendgrid_body).items()}
 
     def sendgrid() -> int:
-        signatures.verify_sendgrid(sendgrid_body, sendgrid_headers, sendgrid_keys.public_key_b64, now)
-        return keys(events.parse_sendgrid(sendgrid_body))
+        sendgrid_webhook.verify_signature(sendgrid_body, sendgrid_headers, sendgrid_keys.public_key_b64, now)
+        return keys(sendgrid_webhook.parse_body(sendgrid_body))
 
     results["sendgrid"] = rate("sendgrid", 10, max(1, deliveries // 10), sendgrid)
     form = mailchimp_form("subscribe", "a@example.com")
 
     def mailchimp() -> int:
         signatures.verify_token(MAILCHIMP_TOKEN, [MAILCHIMP_TOKEN])
-        return keys(events.parse_mailchimp(form))
+        return keys(mailchimp_webhook.parse_body(form))
 
     results["mailchimp"] = rate("mailchimp", 1, deliveries, mailchimp)
     soap = salesforce_message([(f"04l{n}", "Contact", {"Id": f"003{n}", "Email": "a@example.com"}) for n in range(10)])
 
     def salesforce() -> int:
-        _, parsed = events.parse_salesforce(soap)
+        _, parsed = salesforce_webhook.parse_body(soap)
         return keys(parsed)
 
     results["salesforce"] = rate("salesforce", 10, max(1, deliveries // 10), salesforce)
@@ -152,7 +158,7 @@ def throughput(deliveries: int) -> dict[str, Any]:
 
     def custom() -> int:
         signatures.verify_standard_webhooks(custom_body, custom_headers, [STANDARD_SECRET], now)
-        return keys(events.parse_custom(custom_body, custom_headers, {"custom_scheme": "standard_webhooks"}))
+        return keys(custom_webhook.parse_body(custom_body, custom_headers, {"custom_scheme": "standard_webhooks"}))
 
     results["custom"] = rate("custom", 1, deliveries, custom)
     results["stripe"]["within_bar"] = results["stripe"]["events_per_s"] >= STRIPE_BAR_PER_S

@@ -16,10 +16,10 @@ from typing import Any
 
 import pytest
 
-from churnguard.connectors import mailchimp
 from churnguard.connectors.base import CheckStatus, SourceError, TransientSourceError
-from churnguard.connectors.mailchimp import MailchimpConnector
 from churnguard.models import DataSyncMode, IntegrationConfiguration, IntegrationCredentials, ProviderName
+from churnguard.providers.mailchimp import source as mailchimp
+from churnguard.providers.mailchimp.source import MailchimpConnector
 from churnguard.resilience import CircuitBreaker, Guard, RateLimiter, RetryPolicy
 from churnguard.runs import SyncStatus
 from tests.support.fake_api import Seen, request_gaps

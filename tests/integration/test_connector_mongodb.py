@@ -25,9 +25,9 @@ import pymongo
 import pytest
 from bson import Binary, Decimal128, ObjectId
 
-from churnguard.connectors import mongodb as mongodb_connector
 from churnguard.connectors.base import CheckStatus
 from churnguard.models import DataSyncMode, ProviderName
+from churnguard.providers.mongodb import source as mongodb_connector
 from churnguard.runs import SyncStatus
 from tests.support.sync import ORG, credentials, sync
 

@@ -13,9 +13,9 @@ from typing import Any
 import pytest
 
 from churnguard.connectors.base import CheckStatus, SourceError, SourcePausedError, TransientSourceError
-from churnguard.connectors.salesforce import SalesforceConnector
 from churnguard.models import DataSyncMode, IntegrationCredentials, ProviderName
 from churnguard.pipeline.core import StreamPipeline
+from churnguard.providers.salesforce.source import SalesforceConnector
 from churnguard.resilience import CLOSED
 from churnguard.runs import SyncStatus
 from tests.support.fake_api import Reply, Seen

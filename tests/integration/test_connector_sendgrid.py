@@ -17,10 +17,10 @@ from typing import Any
 
 import pytest
 
-from churnguard.connectors import sendgrid
 from churnguard.connectors.base import CheckStatus, SourceError, TransientSourceError
-from churnguard.connectors.sendgrid import SendGridConnector
 from churnguard.models import DataSyncMode, IntegrationCredentials, ProviderName
+from churnguard.providers.sendgrid import source as sendgrid
+from churnguard.providers.sendgrid.source import SendGridConnector
 from churnguard.runs import SyncStatus
 from tests.support.fake_sendgrid import API_KEY, EPOCH, FakeSendGrid, errors
 from tests.support.sync import ORG, drive, ref, sync

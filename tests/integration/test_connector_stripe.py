@@ -259,7 +259,7 @@ def test_an_expired_event_cursor_falls_back_to_a_full_read(
     client.v1.customers.update(seeded[3], params={"name": "After the gap"})
     stripe_api.expire_events()
 
-    with caplog.at_level(logging.WARNING, logger="churnguard.connectors.stripe"):
+    with caplog.at_level(logging.WARNING, logger="churnguard.providers.stripe.source"):
         second = sync(engine, config.integration_id, mode=DataSyncMode.INCREMENTAL)
 
     assert second.status is SyncStatus.SUCCEEDED and second.records_written == 120

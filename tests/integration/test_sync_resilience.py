@@ -8,9 +8,9 @@ from typing import Any
 
 import pytest
 
-from churnguard.connectors.postgresql import PostgresConnector
 from churnguard.models import ProviderName
 from churnguard.pipeline.core import StreamPipeline
+from churnguard.providers.postgresql.source import PostgresConnector
 from churnguard.resilience import (
     CLOSED,
     HALF_OPEN,

@@ -13,8 +13,11 @@ What the proxy adds, each the way Stripe documents it and localstripe does not d
   Stripe's 30-day retention does.
 - `GET /v1/prices[/{id}]`: localstripe only has plans; a plan is also a price in Stripe's API
   (same id), rendered in the price shape (`unit_amount`, `recurring`).
-- `expand[]` paths naming `discounts`: localstripe has no discounts (its subscriptions carry the
-  legacy `discount: null`), so such paths are dropped before forwarding; the answer is the same.
+- Subscription discounts: localstripe has none (its subscriptions carry the legacy `discount:
+  null`). `discount(subscription, *coupons)` applies coupons the way Stripe's current API shows
+  them: `discounts` lists discount ids, discount objects with `expand[]=discounts`, and their
+  coupons too with `expand[]=discounts.source.coupon`. Expansions naming `discounts` are not
+  forwarded to localstripe.
 - `revoke(key)`: that key gets Stripe's 401 answer. Rate limits answer Stripe's 429 body with a
   `Retry-After`; `fail_next` bursts answer Stripe's 500 body. Every request is logged (`seen`).
 """
@@ -136,6 +139,7 @@ class StripeProxy(FakeApi):
         self.emulator = emulator
         self.revoked: set[str] = set()
         self.throttled_requests: list[Seen] = []  # answered 429 by `limit_rate`
+        self.discounts: dict[str, list[str]] = {}  # subscription id → coupon ids, by `discount`
         self._forward = requests.Session()
         # The catch-all relay answers only what no Stripe-specific route does.
         self._routes.sort(key=lambda entry: getattr(entry[2], "__name__", "") == "relay")
@@ -155,6 +159,10 @@ class StripeProxy(FakeApi):
 
     def revoke(self, key: str) -> None:
         self.revoked.add(key)
+
+    def discount(self, subscription_id: str, *coupon_ids: str) -> None:
+        """Applies coupons to a subscription (Stripe's `discounts`, in order)."""
+        self.discounts[subscription_id] = list(coupon_ids)
 
     def expire_events(self) -> int:
         """Drops every event, as Stripe's 30-day retention eventually does; returns how many."""
@@ -255,6 +263,42 @@ class StripeProxy(FakeApi):
     def retrieve_price(self, seen: Seen, price_id: str) -> Reply:
         plan = self._relay(seen, path=f"/v1/plans/{price_id}")
         return Reply(200, _price_of(plan.body)) if plan.status == 200 else plan
+
+    @route("GET", r"/v1/subscriptions")
+    @route("GET", r"/v1/subscriptions/(?P<subscription_id>[^/]+)")
+    def subscriptions(self, seen: Seen, subscription_id: str | None = None) -> Reply:
+        reply = self._relay(seen)
+        if reply.status != 200 or not isinstance(reply.body, dict):
+            return reply
+        expand = [value for name, values in seen.query.items() if name.startswith("expand") for value in values]
+        body = dict(reply.body)
+        if body.get("object") == "list":
+            body["data"] = [self._with_discounts(seen, item, expand) for item in body["data"]]
+            return Reply(200, body)
+        return Reply(200, self._with_discounts(seen, body, expand))
+
+    def _with_discounts(self, seen: Seen, subscription: dict[str, Any], expand: list[str]) -> dict[str, Any]:
+        coupon_ids = self.discounts.get(subscription["id"], [])
+        if not any(path.endswith("discounts") or "discounts." in path for path in expand):
+            return {**subscription, "discounts": [f"di_{subscription['id']}_{n}" for n in range(len(coupon_ids))]}
+        embed = any(path.endswith("discounts.source.coupon") for path in expand)
+        discounts = []
+        for n, coupon_id in enumerate(coupon_ids):
+            coupon: Any = coupon_id
+            if embed:
+                coupon = self._relay(Seen(seen.at, "GET", f"/v1/coupons/{coupon_id}", {}, seen.headers, b"")).body
+            discounts.append(
+                {
+                    "id": f"di_{subscription['id']}_{n}",
+                    "object": "discount",
+                    "source": {"type": "coupon", "coupon": coupon},
+                    "subscription": subscription["id"],
+                    "customer": subscription.get("customer"),
+                    "start": subscription.get("start_date") or subscription.get("created"),
+                    "end": None,
+                }
+            )
+        return {**subscription, "discounts": discounts}
 
     @route("GET", r"/v1/.+")
     @route("POST", r"/v1/.+")

@@ -10,8 +10,8 @@ import pytest
 
 from churnguard.connectors.api import http_error, retry_after_seconds
 from churnguard.connectors.base import CheckStatus, Position, SourceError, ThrottledError, TransientSourceError
-from churnguard.connectors.registry import connector_class
 from churnguard.models import IntegrationConfiguration, IntegrationCredentials, ProviderName
+from churnguard.providers.registry import connector_class
 from churnguard.resilience import CircuitBreaker, Guard, RateLimiter, RetryPolicy
 
 SAAS = [ProviderName.HUBSPOT, ProviderName.STRIPE, ProviderName.MAILCHIMP, ProviderName.SENDGRID]

@@ -90,7 +90,7 @@ def test_rate_limiter_spaces_requests() -> None:
 
 
 def test_state_values_round_trip_with_their_types() -> None:
-    from churnguard.connectors.postgresql import PostgresConnector
+    from churnguard.providers.postgresql.source import PostgresConnector
 
     stream = Stream(
         entity="customer",
@@ -152,7 +152,7 @@ def test_the_registry_imports_only_the_driver_it_is_asked_for() -> None:
     script = (
         "import sys\n"
         "from churnguard.sync.engine import SyncEngine\n"
-        "from churnguard.connectors.registry import connector_class\n"
+        "from churnguard.providers.registry import connector_class\n"
         "from churnguard.models import ProviderName\n"
         "assert not {'psycopg2', 'pymysql', 'pymongo'} & set(sys.modules), 'a driver loaded eagerly'\n"
         "connector_class(ProviderName.POSTGRESQL)\n"

@@ -6,7 +6,7 @@ from decimal import Decimal
 
 import pytest
 
-from churnguard.connectors.hubspot import WINDOW_MARGIN, _bool, _number, _row, _Window
+from churnguard.providers.hubspot.source import WINDOW_MARGIN, _bool, _number, _row, _Window
 
 
 @pytest.mark.parametrize(
@@ -71,8 +71,8 @@ def test_a_spent_daily_limit_pauses_the_sync_and_a_ten_second_limit_throttles_it
     from hubspot.crm.objects.exceptions import ApiException
 
     from churnguard.connectors.base import SourcePausedError, ThrottledError
-    from churnguard.connectors.hubspot import HubSpotConnector
     from churnguard.models import IntegrationConfiguration, IntegrationCredentials
+    from churnguard.providers.hubspot.source import HubSpotConnector
     from churnguard.resilience import CircuitBreaker, Guard, RateLimiter, RetryPolicy
 
     connector = HubSpotConnector(

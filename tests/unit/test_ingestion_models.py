@@ -10,7 +10,6 @@ import pytest
 from pydantic import SecretStr, ValidationError
 
 from churnguard.connectors.base import Position
-from churnguard.connectors.rest import PollState, compare, render, value_at
 from churnguard.errors import ValidationFailedError
 from churnguard.ingestion import APIIngestionRule, APIIngestionRuleView, rule_credentials
 from churnguard.models import (
@@ -20,6 +19,7 @@ from churnguard.models import (
     RestAuthType,
     RestSource,
 )
+from churnguard.providers.custom.source import PollState, compare, render, value_at
 
 URL = "https://api.example.com/v1/events"
 

@@ -6,8 +6,8 @@ from __future__ import annotations
 
 import pytest
 
-from churnguard.connectors.registry import connector_class, supported_providers
 from churnguard.models import ProviderName, SyncConfiguration
+from churnguard.providers.registry import connector_class, supported_providers
 from churnguard.resilience import RateLimiter
 
 DOCUMENTED = {

@@ -16,8 +16,8 @@ from simple_salesforce.exceptions import (
 )
 
 from churnguard.connectors.base import CheckStatus, SourceError, Stream, ThrottledError, TransientSourceError
-from churnguard.connectors.salesforce import SalesforceConnector, _state_time
 from churnguard.models import DataSyncMode, IntegrationConfiguration, IntegrationCredentials
+from churnguard.providers.salesforce.source import SalesforceConnector, _state_time
 from churnguard.resilience import CircuitBreaker, Guard, RateLimiter, RetryPolicy
 
 ACCOUNT = Stream(

@@ -3,18 +3,28 @@
 from __future__ import annotations
 
 import json
+from typing import Any
 
 import pytest
 
+from churnguard.inbound.parsing import ParseError, body_digest
+from churnguard.inbound.queued import ProviderEvent
 from churnguard.pipeline.records import Operation
+from churnguard.providers import registry
+from churnguard.providers.hubspot import webhook as hubspot_webhook
+from churnguard.providers.mailchimp import webhook as mailchimp_webhook
 from churnguard.providers.mailchimp.canonical import subscriber_hash
-from churnguard.webhooks import events
-from churnguard.webhooks.events import ParseError
-from churnguard.webhooks.normalizers import normalize
-from churnguard.webhooks.queued import ProviderEvent
+from churnguard.providers.salesforce import webhook as salesforce_webhook
+from churnguard.providers.sendgrid import webhook as sendgrid_webhook
+from churnguard.providers.stripe import webhook as stripe_webhook
 from tests.support.webhooks import XML_BOMB, mailchimp_form, salesforce_message, stripe_event
 
 EXTERNAL_ENTITY = b"""<?xml version="1.0"?><!DOCTYPE x [<!ENTITY xxe SYSTEM "file:///etc/passwd">]><x>&xxe;</x>"""
+
+
+def normalize(event: ProviderEvent, endpoint: dict[str, Any]) -> list[Any]:
+    """The event's changes, through the registry as the processor finds them."""
+    return registry.event_changes(event.provider)(event, endpoint)
 
 
 @pytest.mark.parametrize(
@@ -34,37 +44,37 @@ EXTERNAL_ENTITY = b"""<?xml version="1.0"?><!DOCTYPE x [<!ENTITY xxe SYSTEM "fil
 )
 def test_hostile_or_malformed_json_is_refused(body: bytes, message: str) -> None:
     with pytest.raises(ParseError, match=message):
-        events.parse_stripe(body)
+        stripe_webhook.parse_body(body)
 
 
 def test_stripe_hubspot_sendgrid_ids_and_types() -> None:
-    (stripe,) = events.parse_stripe(stripe_event("evt_9", "invoice.paid", {"id": "in_1", "object": "invoice"}))
+    (stripe,) = stripe_webhook.parse_body(stripe_event("evt_9", "invoice.paid", {"id": "in_1", "object": "invoice"}))
     assert (stripe.event_id, stripe.event_type) == ("evt_9", "invoice.paid")
-    hubspot = events.parse_hubspot(
+    hubspot = hubspot_webhook.parse_body(
         json.dumps([{"eventId": 1, "subscriptionType": "contact.creation"}, {"eventId": 2}]).encode()
     )
     assert [(e.event_id, e.event_type) for e in hubspot] == [("1", "contact.creation"), ("2", "unknown")]
-    sendgrid = events.parse_sendgrid(json.dumps([{"sg_event_id": "a", "event": "open"}]).encode())
+    sendgrid = sendgrid_webhook.parse_body(json.dumps([{"sg_event_id": "a", "event": "open"}]).encode())
     assert [(e.event_id, e.event_type) for e in sendgrid] == [("a", "open")]
     with pytest.raises(ParseError, match="sg_event_id"):
-        events.parse_sendgrid(json.dumps([{"event": "open"}]).encode())
+        sendgrid_webhook.parse_body(json.dumps([{"event": "open"}]).encode())
 
 
 def test_mailchimp_form_bodies_nest_and_are_identified_by_digest() -> None:
     body = mailchimp_form("subscribe", "ann@example.com", **{"data[merges][FNAME]": "Ann"})
-    (event,) = events.parse_mailchimp(body)
+    (event,) = mailchimp_webhook.parse_body(body)
     assert event.event_type == "subscribe"
     assert event.payload["data"]["merges"]["FNAME"] == "Ann"
-    assert event.event_id == events.body_digest(body)
+    assert event.event_id == body_digest(body)
     with pytest.raises(ParseError):
-        events.parse_mailchimp(b"data[a]=1&data[a][b]=2&type=x")
+        mailchimp_webhook.parse_body(b"data[a]=1&data[a][b]=2&type=x")
     with pytest.raises(ParseError):
-        events.parse_mailchimp(b"\xff\xfe")
+        mailchimp_webhook.parse_body(b"\xff\xfe")
 
 
 def test_salesforce_outbound_messages() -> None:
     body = salesforce_message([("04l1", "Contact", {"Id": "003A", "Email": "a@example.com"})])
-    organization, parsed = events.parse_salesforce(body)
+    organization, parsed = salesforce_webhook.parse_body(body)
     assert organization == "00D000000000062EAA"
     assert parsed[0].event_id == "04l1"
     assert parsed[0].payload["fields"] == {"Id": "003A", "Email": "a@example.com"}
@@ -73,7 +83,7 @@ def test_salesforce_outbound_messages() -> None:
 @pytest.mark.parametrize("body", [XML_BOMB, EXTERNAL_ENTITY, b"<unclosed", b"<a/>"])
 def test_salesforce_entity_expansion_and_junk_are_refused(body: bytes) -> None:
     with pytest.raises(ParseError):
-        events.parse_salesforce(body)
+        salesforce_webhook.parse_body(body)
 
 
 # ---------------------------------------------------------------- normalisers
@@ -182,11 +192,11 @@ def test_sendgrid_mailchimp_salesforce_and_custom() -> None:
     assert (bounce.data["reason"], bounce.data["status"], bounce.data["raw"]["sg_event_id"]) == ("550", "5.1.1", "s1")
     (opened,) = normalize(provider_event("sendgrid", "open", {"email": "a@b.c", "timestamp": 1_700_000_001}, "s2"), {})
     assert (opened.record_id, opened.data["type"]) == ("s2", "open")
-    (event,) = events.parse_mailchimp(mailchimp_form("unsubscribe", "Ann@Example.com"))
+    (event,) = mailchimp_webhook.parse_body(mailchimp_form("unsubscribe", "Ann@Example.com"))
     (membership,) = normalize(provider_event("mailchimp", "unsubscribe", event.payload), {})
     assert membership.entity == "list_membership" and membership.data["status"] == "unsubscribed"
     assert membership.record_id == f"a6b5da1054/{subscriber_hash('ann@example.com')}"
-    (event,) = events.parse_mailchimp(
+    (event,) = mailchimp_webhook.parse_body(
         mailchimp_form("upemail", "", **{"data[old_email]": "old@example.com", "data[new_email]": "new@example.com"})
     )
     moved = normalize(provider_event("mailchimp", "upemail", event.payload), {})
@@ -194,7 +204,7 @@ def test_sendgrid_mailchimp_salesforce_and_custom() -> None:
         (Operation.DELETE, f"a6b5da1054/{subscriber_hash('old@example.com')}"),
         (Operation.UPSERT, f"a6b5da1054/{subscriber_hash('new@example.com')}"),
     ]
-    _, (sf,) = events.parse_salesforce(
+    _, (sf,) = salesforce_webhook.parse_body(
         salesforce_message(
             [("04l1", "Account", {"Id": "001A", "Name": "Acme", "LastModifiedDate": "2026-01-01T00:00:00.000Z"})]
         )
@@ -216,6 +226,6 @@ def test_sendgrid_mailchimp_salesforce_and_custom() -> None:
 
 def test_paired_surrogate_escapes_and_big_integers_are_kept_exactly() -> None:
     body = b'{"id": "evt_1", "type": "x", "name": "\\ud83d\\ude00", "big": 123456789012345678901234567890}'
-    (event,) = events.parse_stripe(body)
+    (event,) = stripe_webhook.parse_body(body)
     assert event.payload["name"] == "\U0001f600"
     assert event.payload["big"] == 123456789012345678901234567890

@@ -9,8 +9,11 @@ import time
 
 import pytest
 
-from churnguard.webhooks import signatures
-from churnguard.webhooks.signatures import SignatureError
+from churnguard.inbound import signatures
+from churnguard.inbound.signatures import SignatureError
+from churnguard.providers.hubspot import webhook as hubspot_webhook
+from churnguard.providers.sendgrid import webhook as sendgrid_webhook
+from churnguard.providers.stripe import webhook as stripe_webhook
 from tests.support.webhooks import (
     HUBSPOT_SECRET,
     STANDARD_SECRET,
@@ -37,7 +40,7 @@ def test_stripe_accepts_the_sdks_signature_and_the_sdk_accepts_what_we_accept() 
     import stripe
 
     header = stripe_header(BODY)
-    signatures.verify_stripe(BODY, header, [STRIPE_SECRET], time.time())
+    stripe_webhook.verify_signature(BODY, header, [STRIPE_SECRET], time.time())
     assert stripe.Webhook.construct_event(BODY.decode(), header, STRIPE_SECRET).id == "evt_1"
 
 
@@ -45,9 +48,9 @@ def test_stripe_accepts_any_of_several_v1_signatures_and_either_secret_during_ro
     old = "whsec_old_" + "o" * 30
     header = stripe_header(BODY, old)
     extra = stripe_header(BODY, "whsec_unrelated_" + "u" * 24).split(",")[1]
-    signatures.verify_stripe(BODY, f"{header},{extra}", [STRIPE_SECRET, old], time.time())
+    stripe_webhook.verify_signature(BODY, f"{header},{extra}", [STRIPE_SECRET, old], time.time())
     with pytest.raises(SignatureError):
-        signatures.verify_stripe(BODY, header, [STRIPE_SECRET], time.time())
+        stripe_webhook.verify_signature(BODY, header, [STRIPE_SECRET], time.time())
 
 
 @pytest.mark.parametrize(
@@ -65,14 +68,14 @@ def test_stripe_accepts_any_of_several_v1_signatures_and_either_secret_during_ro
 def test_stripe_refuses_tampering_replay_and_junk(mutate: object, reason: str) -> None:
     body, header = mutate(BODY, stripe_header(BODY))  # type: ignore[operator]
     with pytest.raises(SignatureError, match=reason):
-        signatures.verify_stripe(body, header, [STRIPE_SECRET], time.time())
+        stripe_webhook.verify_signature(body, header, [STRIPE_SECRET], time.time())
 
 
 @pytest.mark.parametrize("timestamp", ["²", "١٢٣", "12³", "+1", " ", "1" * 17, "0x10"])
 def test_a_timestamp_of_non_ascii_digits_is_a_signature_error_not_a_crash(timestamp: str) -> None:
     """str.isdigit() accepts superscripts and other scripts' digits, which int() then refuses."""
     with pytest.raises(SignatureError, match="timestamp"):
-        signatures.verify_stripe(BODY, f"t={timestamp},v1=00", [STRIPE_SECRET], NOW)
+        stripe_webhook.verify_signature(BODY, f"t={timestamp},v1=00", [STRIPE_SECRET], NOW)
     headers = {**standard_headers(BODY), "webhook-timestamp": timestamp}
     with pytest.raises(SignatureError, match="timestamp"):
         signatures.verify_standard_webhooks(BODY, lower(headers), [STANDARD_SECRET], NOW)
@@ -81,7 +84,7 @@ def test_a_timestamp_of_non_ascii_digits_is_a_signature_error_not_a_crash(timest
         "x-hubspot-request-timestamp": timestamp,
     }
     with pytest.raises(SignatureError, match="timestamp"):
-        signatures.verify_hubspot(
+        hubspot_webhook.verify_signature(
             BODY,
             hubspot,
             method="POST",
@@ -95,13 +98,15 @@ def test_a_timestamp_of_non_ascii_digits_is_a_signature_error_not_a_crash(timest
 def test_stripe_refuses_a_replay_outside_the_tolerance_with_a_valid_signature() -> None:
     old = int(time.time()) - 301
     with pytest.raises(SignatureError, match="tolerance"):
-        signatures.verify_stripe(BODY, stripe_header(BODY, timestamp=old), [STRIPE_SECRET], time.time())
-    signatures.verify_stripe(BODY, stripe_header(BODY, timestamp=old + 2), [STRIPE_SECRET], time.time())
+        stripe_webhook.verify_signature(BODY, stripe_header(BODY, timestamp=old), [STRIPE_SECRET], time.time())
+    stripe_webhook.verify_signature(BODY, stripe_header(BODY, timestamp=old + 2), [STRIPE_SECRET], time.time())
 
 
 def test_stripe_refuses_the_wrong_secret() -> None:
     with pytest.raises(SignatureError):
-        signatures.verify_stripe(BODY, stripe_header(BODY, "whsec_wrong_" + "w" * 30), [STRIPE_SECRET], time.time())
+        stripe_webhook.verify_signature(
+            BODY, stripe_header(BODY, "whsec_wrong_" + "w" * 30), [STRIPE_SECRET], time.time()
+        )
 
 
 # ---------------------------------------------------------------- Standard Webhooks
@@ -146,11 +151,11 @@ HUBSPOT_BODY = json.dumps([{"eventId": 1, "subscriptionType": "contact.creation"
 
 def test_hubspot_v3() -> None:
     headers = lower(hubspot_v3_headers(HUBSPOT_BODY, URI))
-    signatures.verify_hubspot(
+    hubspot_webhook.verify_signature(
         HUBSPOT_BODY, headers, method="POST", uri=URI, secrets=[HUBSPOT_SECRET], now=time.time(), allow_legacy=False
     )
     with pytest.raises(SignatureError):
-        signatures.verify_hubspot(
+        hubspot_webhook.verify_signature(
             HUBSPOT_BODY,
             headers,
             method="POST",
@@ -161,7 +166,7 @@ def test_hubspot_v3() -> None:
         )
     stale = lower(hubspot_v3_headers(HUBSPOT_BODY, URI, at_ms=int((time.time() - 301) * 1000)))
     with pytest.raises(SignatureError, match="tolerance"):
-        signatures.verify_hubspot(
+        hubspot_webhook.verify_signature(
             HUBSPOT_BODY, stale, method="POST", uri=URI, secrets=[HUBSPOT_SECRET], now=time.time(), allow_legacy=False
         )
 
@@ -171,9 +176,9 @@ def test_hubspot_legacy_signatures_only_when_the_endpoint_opts_in() -> None:
     v2 = hashlib.sha256(HUBSPOT_SECRET.encode() + b"POST" + URI.encode() + HUBSPOT_BODY).hexdigest()
     common = {"method": "POST", "uri": URI, "secrets": [HUBSPOT_SECRET], "now": time.time()}
     with pytest.raises(SignatureError, match="v3 signatures only"):
-        signatures.verify_hubspot(HUBSPOT_BODY, {"x-hubspot-signature": v1}, allow_legacy=False, **common)  # type: ignore[arg-type]
-    signatures.verify_hubspot(HUBSPOT_BODY, {"x-hubspot-signature": v1}, allow_legacy=True, **common)  # type: ignore[arg-type]
-    signatures.verify_hubspot(
+        hubspot_webhook.verify_signature(HUBSPOT_BODY, {"x-hubspot-signature": v1}, allow_legacy=False, **common)  # type: ignore[arg-type]
+    hubspot_webhook.verify_signature(HUBSPOT_BODY, {"x-hubspot-signature": v1}, allow_legacy=True, **common)  # type: ignore[arg-type]
+    hubspot_webhook.verify_signature(
         HUBSPOT_BODY,
         {"x-hubspot-signature": v2, "x-hubspot-signature-version": "v2"},
         allow_legacy=True,
@@ -187,13 +192,15 @@ def test_hubspot_legacy_signatures_only_when_the_endpoint_opts_in() -> None:
 def test_sendgrid_ecdsa() -> None:
     keys = SendGridKeys.generate()
     body = json.dumps([{"sg_event_id": "e1", "event": "open", "email": "a@example.com"}]).encode()
-    signatures.verify_sendgrid(body, lower(keys.headers(body)), keys.public_key_b64, time.time())
+    sendgrid_webhook.verify_signature(body, lower(keys.headers(body)), keys.public_key_b64, time.time())
     with pytest.raises(SignatureError):
-        signatures.verify_sendgrid(body + b" ", lower(keys.headers(body)), keys.public_key_b64, time.time())
+        sendgrid_webhook.verify_signature(body + b" ", lower(keys.headers(body)), keys.public_key_b64, time.time())
     with pytest.raises(SignatureError):
-        signatures.verify_sendgrid(body, lower(keys.headers(body)), SendGridKeys.generate().public_key_b64, time.time())
+        sendgrid_webhook.verify_signature(
+            body, lower(keys.headers(body)), SendGridKeys.generate().public_key_b64, time.time()
+        )
     with pytest.raises(SignatureError, match="tolerance"):
-        signatures.verify_sendgrid(
+        sendgrid_webhook.verify_signature(
             body, lower(keys.headers(body, at=int(time.time()) - 3600)), keys.public_key_b64, time.time()
         )
 
@@ -202,7 +209,7 @@ def test_sendgrid_keys_must_be_p256() -> None:
     from cryptography.hazmat.primitives.asymmetric import ec
     from cryptography.hazmat.primitives.serialization import Encoding, PublicFormat
 
-    signatures.check_sendgrid_public_key(SendGridKeys.generate().public_key_b64)
+    sendgrid_webhook.check_public_key(SendGridKeys.generate().public_key_b64)
     p384 = (
         ec.generate_private_key(ec.SECP384R1())
         .public_key()
@@ -210,7 +217,7 @@ def test_sendgrid_keys_must_be_p256() -> None:
     )
     for bad in (base64.b64encode(p384).decode(), "not a key", "AAAA"):
         with pytest.raises(ValueError, match="P-256"):
-            signatures.check_sendgrid_public_key(bad)
+            sendgrid_webhook.check_public_key(bad)
 
 
 # ---------------------------------------------------------------- tokens and custom HMAC
@@ -248,7 +255,7 @@ def test_hubspot_signatures_made_by_hubspots_own_client_verify(version: str) -> 
         headers = {"x-hubspot-signature-v3": signature, "x-hubspot-request-timestamp": timestamp}
     else:
         headers = {"x-hubspot-signature": signature, "x-hubspot-signature-version": version}
-    signatures.verify_hubspot(
+    hubspot_webhook.verify_signature(
         HUBSPOT_BODY, headers, method="POST", uri=URI, secrets=[HUBSPOT_SECRET], now=time.time(), allow_legacy=True
     )
     ours = lower(hubspot_v3_headers(HUBSPOT_BODY, URI, at_ms=int(timestamp)))

@@ -117,7 +117,7 @@ def test_all_connections() -> SystemConnectionTests:
 def _test(organization_id: str, view: Any) -> ConnectionTestResult:
     """Tests one integration; an authentication failure marks it auth_failed, a pass clears that."""
     from churnguard.connectors.base import CheckStatus
-    from churnguard.connectors.registry import supported_providers
+    from churnguard.providers.registry import supported_providers
 
     common = {
         "integration_id": view.integration_id,

@@ -332,6 +332,23 @@ class Connector(ABC):
             return Position(cursor=cursor, recent=position.recent.next_read())
         return replace(position, recent=position.recent.next_read())
 
+    def current_object(self, entity: str, object_id: str) -> tuple[str, dict[str, Any]] | None:
+        """One object as the source has it now, as a sync hands it over, with the source it was
+        read from; None when it is gone. For webhook events that carry an incomplete object (a
+        Stripe subscription's discounts are ids there). Sources that cannot re-read one object
+        raise NotImplementedError."""
+        raise NotImplementedError(f"{self.provider.value} does not re-read single objects")
+
+    def current_entity(self, entity: str, object_id: str, *, raw: bool) -> dict[str, Any] | None:
+        """`current_object` as its canonical entity's data (None: gone, or not a canonical entity)."""
+        found = self.current_object(entity, object_id)
+        if found is None or self.canonical_mapping is None:
+            return None
+        source, row = found
+        if self.canonical_mapping.entity_of(source) != entity:
+            return None
+        return self.canonical_mapping.canonical(source, row, raw=raw)
+
     def canonical_entity(self, source: str) -> str | None:
         """The canonical entity the rows of `source` become, if the provider maps them onto one."""
         return self.canonical_mapping.entity_of(source) if self.canonical_mapping is not None else None

@@ -12,7 +12,8 @@ from __future__ import annotations
 import base64
 from binascii import hexlify
 from collections.abc import Callable, Collection, Iterable, Mapping
-from dataclasses import dataclass, field
+from copy import copy
+from dataclasses import dataclass, field, replace
 from datetime import date, datetime
 from hashlib import blake2b
 from typing import Any
@@ -126,6 +127,10 @@ class StreamPipeline:
         self._record_id = _record_id_function(context.primary_key)
         self._single_key = context.primary_key[0] if len(context.primary_key) == 1 else None
         self._dedupe = f"{context.organization_id}\x1f{context.integration_id}\x1f{context.entity}\x1f".encode()
+        self._encode_prefixes()
+
+    def _encode_prefixes(self) -> None:
+        context = self.context
         constant = {
             "organization_id": context.organization_id,
             "integration_id": context.integration_id,
@@ -138,6 +143,14 @@ class StreamPipeline:
         # '{"organization_id":…,"operation":"upsert",' — each line appends its own fields to this.
         self._prefixes = {op: orjson.dumps({**constant, "operation": op.value})[:-1] + b"," for op in Operation}
         self._reject_prefix = orjson.dumps(constant)[:-1] + b","
+
+    def for_batch(self, batch_id: str, source: str) -> StreamPipeline:
+        """This pipeline writing another batch's records (webhook events): the compiled mapping,
+        filter and checks are shared, only the records' batch and source differ."""
+        twin = copy(self)
+        twin.context = replace(self.context, batch_id=batch_id, source=source)
+        twin._encode_prefixes()
+        return twin
 
     def process(self, rows: Iterable[Row], batch: Batch, operation: Operation = Operation.UPSERT) -> None:
         """Appends the encoded records (and rejects) of `rows` to `batch`."""
@@ -170,7 +183,7 @@ class StreamPipeline:
             else:
                 record_id = record_id_of(row)
             if record_id is None:
-                self._reject(batch, row, None, "primary key is null or missing")
+                self.reject(batch, row, None, "primary key is null or missing")
                 continue
             source = row
             if canonicalize is not None:  # the entity's own id is the record id, on every path
@@ -179,7 +192,7 @@ class StreamPipeline:
                 record_id, source = canonical
             data = mapper(source) if mapper is not None else source
             if check is not None and (reason := check(data)) is not None:
-                self._reject(batch, row, record_id, reason)
+                self.reject(batch, row, record_id, reason)
                 continue
             cursor = row.get(cursor_field) if cursor_field is not None else None
             fields = (
@@ -190,7 +203,7 @@ class StreamPipeline:
             try:
                 body = encode(fields, default=hook, option=opts)
             except TypeError as exc:
-                self._reject(batch, row, record_id, str(exc))
+                self.reject(batch, row, record_id, str(exc))
                 continue
             # A version is (id, cursor) when there is a cursor, else the content (`,"data":` cannot
             # occur earlier: quotes inside JSON strings are escaped); for a canonical entity, its
@@ -205,7 +218,7 @@ class StreamPipeline:
             key = hexlify(blake2b(dedupe + version, digest_size=16).digest())
             line = prefix + b'"dedupe_key":"' + key + b'",' + body[1:]
             if len(line) > max_bytes:
-                self._reject(batch, row, record_id, f"record is larger than {max_bytes} bytes encoded")
+                self.reject(batch, row, record_id, f"record is larger than {max_bytes} bytes encoded")
                 continue
             append(line)
         batch.filtered += filtered
@@ -224,7 +237,7 @@ class StreamPipeline:
         try:
             data = canonicalize(row)
         except ValueError as exc:  # pydantic's ValidationError is one
-            self._reject(batch, row, record_id, f"not a valid canonical {self.context.entity}: {exc}")
+            self.reject(batch, row, record_id, f"not a valid canonical {self.context.entity}: {exc}")
             return None
         if deleting:
             return data["id"], tombstone(self.context.provider, data["id"])
@@ -246,7 +259,7 @@ class StreamPipeline:
         for row in rows:
             record_id = row[key_field]
             if record_id is None:
-                self._reject(batch, _fragments(row), None, "primary key is null or missing")
+                self.reject(batch, _fragments(row), None, "primary key is null or missing")
                 continue
             cursor = row[cursor_field] if cursor_field is not None else None
             ident = join((b'{"record_id":', record_id, b',"cursor":', b"null" if cursor is None else cursor))
@@ -258,7 +271,7 @@ class StreamPipeline:
             key = hexlify(blake2b(dedupe + version, digest_size=16).digest())
             line = join((head, key, b'",', ident[1:], b',"data":', data, b"}"))
             if len(line) > max_bytes:
-                self._reject(batch, _fragments(row), orjson.loads(record_id), "record is larger than allowed")
+                self.reject(batch, _fragments(row), orjson.loads(record_id), "record is larger than allowed")
                 continue
             append(line)
         self._append(batch, lines)
@@ -272,7 +285,7 @@ class StreamPipeline:
             batch.accepted += len(lines) - 1
             batch.size += len(chunk)
 
-    def _reject(self, batch: Batch, row: Row, record_id: str | None, reason: str) -> None:
+    def reject(self, batch: Batch, row: Row, record_id: str | None, reason: str) -> None:
         """Rejects keep the raw row, so a fixed mapping or schema can replay them."""
         body = {"record_id": record_id, "reason": reason, "raw": row}
         try:

@@ -20,6 +20,7 @@ from __future__ import annotations
 
 import contextlib
 import gc
+import logging
 import queue
 import secrets
 import threading
@@ -41,7 +42,6 @@ from churnguard.connectors.base import (
     SourcePausedError,
     Stream,
 )
-from churnguard.connectors.registry import connector_class, supported_providers
 from churnguard.errors import (
     ChurnGuardError,
     ConflictError,
@@ -59,6 +59,7 @@ from churnguard.models import (
 from churnguard.pipeline.core import Batch, StreamPipeline, build_pipeline
 from churnguard.pipeline.records import Operation
 from churnguard.pipeline.sinks import Part, PartKey, Sink
+from churnguard.providers.registry import connector_class, supported_providers
 from churnguard.resilience import CircuitBreaker, CircuitOpenError, Guard, RateLimiter, RetryPolicy
 from churnguard.runs import (
     MAX_ERRORS,
@@ -84,6 +85,8 @@ CANCEL_POLL_SECONDS = 2.0
 # The state machine's Retry interval for SourcePausedError (statemachines/sync.asl.json).
 PAUSE_SECONDS = 3600.0
 _METADATA_ATTEMPTS = 3
+
+logger = logging.getLogger(__name__)
 
 
 def new_sync_id(now: float) -> str:
@@ -240,6 +243,33 @@ class SyncEngine:
         connector = self._connector(self._integrations.get(organization_id, integration_id))
         try:
             return connector.check()
+        finally:
+            connector.close()
+
+    def current_entity(
+        self, organization_id: str, integration_id: str, entity: str, object_id: str, *, raw: bool
+    ) -> dict[str, Any] | None:
+        """One object as the integration's source has it now, as its canonical entity: what a
+        webhook event with an incomplete object is completed from. None when the integration
+        cannot be asked (no credentials, a source that cannot re-read one object) or fails to
+        answer, or the object is gone: the event then lands as it came, and is never held back or
+        dead-lettered because the source is down."""
+        if self._integrations.get_credentials_envelope(organization_id, integration_id) is None:
+            return None
+        config = self._integrations.get(organization_id, integration_id)
+        if config.provider_name not in supported_providers():
+            return None
+        connector = self._connector(config)
+        try:
+            return connector.current_entity(entity, object_id, raw=raw)
+        except NotImplementedError:
+            return None
+        except (SourceError, CircuitOpenError) as exc:
+            logger.warning(
+                "could not re-read an object from its source",
+                extra={"integration_id": integration_id, "entity": entity, "error": type(exc).__name__},
+            )
+            return None
         finally:
             connector.close()
 

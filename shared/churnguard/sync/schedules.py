@@ -13,8 +13,8 @@ import json
 import math
 from typing import Any
 
-from churnguard.connectors.registry import supported_providers
 from churnguard.models import DataSyncMode, IntegrationConfiguration, IntegrationStatus
+from churnguard.providers.registry import supported_providers
 
 SCHEDULED_SYNC_ACTION = "scheduled_sync"
 _BATCH_MODES = frozenset({DataSyncMode.FULL_SYNC, DataSyncMode.INCREMENTAL, DataSyncMode.SCHEDULED})

@@ -1,8 +1,8 @@
-"""Real-time ingestion over webhooks.
+"""Real-time ingestion over webhooks, provider-agnostic: each provider's scheme and events live in
+churnguard/providers/<p>/ (webhook.py, events.py), found through the provider registry.
 
-- `signatures`: each provider's signature scheme; `events`: parsing a delivery into events
 - `receiver`: verify, limit, dedupe, enqueue (the public WebhookApi's function)
-- `normalizers`: provider events → canonical records; `processor`: the SQS consumer that runs
-  them through the pipeline, in event-time order per record, with dead letters
-- `models`, `service`: endpoints for the management API, secret rotation, the DLQ
+- `processor`: the SQS consumer that runs each event's canonical changes through the pipeline,
+  in event-time order per record, with dead letters
+- `models`, `service`, `secrets`: endpoints for the management API, secret rotation, the DLQ
 """

@@ -10,7 +10,7 @@ from datetime import datetime
 from enum import StrEnum
 from typing import Annotated, Any, Literal
 
-from pydantic import Field, StringConstraints, field_validator, model_validator
+from pydantic import AfterValidator, Field, StringConstraints, WithJsonSchema, field_validator, model_validator
 
 from churnguard.models import (
     FieldPath,
@@ -23,16 +23,8 @@ from churnguard.models import (
     StrictModel,
     utc_now,
 )
-from churnguard.webhooks.signatures import check_sendgrid_public_key
-
-
-class WebhookProvider(StrEnum):
-    STRIPE = "stripe"
-    HUBSPOT = "hubspot"
-    SENDGRID = "sendgrid"
-    MAILCHIMP = "mailchimp"
-    SALESFORCE = "salesforce"
-    CUSTOM = "custom"
+from churnguard.providers.registry import WEBHOOK_PROVIDERS, webhook_scheme
+from churnguard.providers.sendgrid.webhook import check_public_key as check_sendgrid_public_key
 
 
 class CustomScheme(StrEnum):
@@ -45,18 +37,18 @@ class SignatureEncoding(StrEnum):
     BASE64 = "base64"
 
 
-# Providers that sign with (or present) a shared secret, so an endpoint for them needs one.
-SECRET_PROVIDERS = frozenset(
-    {WebhookProvider.STRIPE, WebhookProvider.HUBSPOT, WebhookProvider.MAILCHIMP, WebhookProvider.CUSTOM}
-)
-INTEGRATION_PROVIDER = {
-    WebhookProvider.STRIPE: ProviderName.STRIPE,
-    WebhookProvider.HUBSPOT: ProviderName.HUBSPOT,
-    WebhookProvider.SENDGRID: ProviderName.SENDGRID,
-    WebhookProvider.MAILCHIMP: ProviderName.MAILCHIMP,
-    WebhookProvider.SALESFORCE: ProviderName.SALESFORCE,
-    WebhookProvider.CUSTOM: ProviderName.CUSTOM,
-}
+def _has_webhooks(provider: ProviderName) -> ProviderName:
+    if provider.value not in WEBHOOK_PROVIDERS:
+        raise ValueError(f"{provider.value} has no webhook scheme; one of: {', '.join(sorted(WEBHOOK_PROVIDERS))}")
+    return provider
+
+
+# A provider with a webhook scheme in the provider registry.
+WebhookProvider = Annotated[
+    ProviderName,
+    AfterValidator(_has_webhooks),
+    WithJsonSchema({"type": "string", "enum": sorted(WEBHOOK_PROVIDERS)}),
+]
 
 EventName = Annotated[str, StringConstraints(strip_whitespace=True, min_length=1, max_length=200)]
 HeaderName = Annotated[str, StringConstraints(strip_whitespace=True, pattern=r"^[A-Za-z0-9-]{1,64}$")]
@@ -155,14 +147,14 @@ class WebhookEndpoint(EndpointOptions):
 
     @model_validator(mode="after")
     def _provider_rules(self) -> WebhookEndpoint:
-        if self.provider in SECRET_PROVIDERS and not self.has_secret:
+        if webhook_scheme(self.provider.value).needs_secret and not self.has_secret:
             raise ValueError(f"a {self.provider.value} endpoint needs secret_key")
-        if self.provider is WebhookProvider.SENDGRID and not self.sendgrid_public_key:
+        if self.provider is ProviderName.SENDGRID and not self.sendgrid_public_key:
             raise ValueError("a sendgrid endpoint needs sendgrid_public_key (the Event Webhook verification key)")
-        if self.provider is WebhookProvider.SALESFORCE and not self.salesforce_organization_id:
+        if self.provider is ProviderName.SALESFORCE and not self.salesforce_organization_id:
             raise ValueError("a salesforce endpoint needs salesforce_organization_id")
         if (
-            self.provider is WebhookProvider.CUSTOM
+            self.provider is ProviderName.CUSTOM
             and self.custom_scheme is CustomScheme.HMAC_SHA256
             and not self.signature_header
         ):

@@ -4,10 +4,18 @@ Exactly once in the lake: each canonical change of an event is written as its ow
 after the event (`whk_<hash of endpoint and event id>`, sequence = the change's index), so a
 redelivered message overwrites what an earlier attempt wrote instead of adding a copy.
 
-In order per record: before a change is accepted, its event time (ties broken by event key) is
-recorded as the record's newest with a conditional write; a change older than what was already
-applied is not a record but a reject with the reason "superseded", so the records area only
-ever moves a record forward while the rejects area still holds every event.
+In order per record: once the pipeline has accepted a change, an explicit ordering step records
+its event time (ties broken by event key) as the record's newest with a conditional write; a
+change older than what was already applied is not a record but a reject with the reason
+"superseded", so the records area only ever moves a record forward while the rejects area still
+holds every event.
+
+One pipeline per endpoint, entity and mapping is built and kept (its field mapping and checks
+compiled once); each event only rebinds it to its own batch.
+
+An event whose object is incomplete (a Stripe subscription's discounts are ids in events) is
+completed by re-reading the object through the integration's source, when the endpoint's
+integration has credentials; otherwise, or when the source does not answer, it lands as it came.
 
 A message that fails is reported as a batch item failure and retried by SQS; on its last
 receive the failure is recorded as a dead letter (with the error) for the DLQ API, and SQS moves
@@ -19,23 +27,26 @@ from __future__ import annotations
 import logging
 import time
 from collections.abc import Callable, Mapping
+from dataclasses import replace
 from functools import lru_cache
 from hashlib import blake2b
-from typing import Any
+from typing import Any, Protocol
 
 from churnguard.canonical import ENTITIES as CANONICAL_ENTITIES
+from churnguard.inbound.changes import Change, include_raw
+from churnguard.inbound.queued import QueuedEvent
 from churnguard.pipeline.core import Batch, StreamContext, StreamPipeline
 from churnguard.pipeline.mapping import FieldMapper, scoped
 from churnguard.pipeline.sinks import Part, PartKey, Sink
 from churnguard.pipeline.validation import CANONICAL_SCHEMAS, compile_check, schema_for
+from churnguard.providers.registry import event_changes
 from churnguard.store.webhooks import StoredEndpoint, WebhookStore
-from churnguard.webhooks.normalizers import Change, normalize
-from churnguard.webhooks.queued import QueuedEvent
 
 logger = logging.getLogger(__name__)
 
 RECORD_STATE_TTL_SECONDS = 90 * 24 * 3600
 ENDPOINT_CACHE_SECONDS = 30.0
+MAX_CACHED_PIPELINES = 256
 SUPERSEDED = "superseded by a newer event for this record"
 ENTITIES = frozenset({*CANONICAL_SCHEMAS, *CANONICAL_ENTITIES})
 
@@ -54,6 +65,14 @@ def _canonical_data(row: Mapping[str, Any]) -> dict[str, Any]:
     return data
 
 
+class CurrentEntity(Protocol):
+    """One object as the integration's source has it now, as canonical data (SyncEngine.current_entity)."""
+
+    def __call__(
+        self, organization_id: str, integration_id: str, entity: str, object_id: str, *, raw: bool
+    ) -> dict[str, Any] | None: ...
+
+
 STOPPED_ON_FINAL_ATTEMPT = "the processor stopped (crashed or timed out) during the event's final attempt"
 
 
@@ -64,13 +83,16 @@ class EventProcessor:
         sinks: list[Sink],
         *,
         max_receive_count: int,
+        current_entity: CurrentEntity | None = None,
         clock: Callable[[], float] = time.time,
     ) -> None:
         self._store = store
+        self._current_entity = current_entity
         self._sinks = sinks
         self._max_receive_count = max_receive_count
         self._clock = clock
         self._endpoints: dict[tuple[str, str], tuple[float, StoredEndpoint | None]] = {}
+        self._pipelines: dict[tuple[Any, ...], StreamPipeline] = {}
 
     def handle_record(self, message_id: str, body: str, receive_count: int) -> None:
         """Processes one SQS message; on its last attempt a failure is kept as a dead letter.
@@ -99,47 +121,15 @@ class EventProcessor:
     def process(self, queued: QueuedEvent) -> None:
         stored = self._endpoint(queued.organization_id, queued.event.provider)
         options = stored.doc if stored is not None else {}
-        for index, change in enumerate(normalize(queued.event, options)):
-            self._land(queued, change, index, options.get("field_mappings") or {})
+        changes = event_changes(queued.event.provider)(queued.event, options)
+        for index, change in enumerate(changes):
+            complete = self._completed(queued, change, include_raw(options)) if change.incomplete else change
+            self._land(queued, complete, index, options.get("field_mappings") or {})
 
     def _land(self, queued: QueuedEvent, change: Change, index: int, field_mappings: Mapping[str, str]) -> None:
         event = queued.event
-        schema_check = None if change.canonical else _schema_check(change.entity)
-        event_time_ms = int(change.occurred_at.timestamp() * 1000)
-
-        def check(data: Mapping[str, Any]) -> str | None:
-            reason = schema_check(data) if schema_check is not None else None
-            if reason is not None:
-                return reason
-            applied = self._store.advance_record(
-                queued.organization_id,
-                queued.integration_id,
-                change.entity,
-                change.ordering_key or change.record_id,
-                event_time_ms=event_time_ms,
-                event_key=f"{queued.event_key}#{index}",
-                expires_at=int(self._clock()) + RECORD_STATE_TTL_SECONDS,
-            )
-            return None if applied else SUPERSEDED
-
-        mappings = scoped(field_mappings, change.entity, ENTITIES)
         batch_id = "whk_" + blake2b(queued.event_key.encode(), digest_size=12).hexdigest()
-        pipeline = StreamPipeline(
-            StreamContext(
-                organization_id=queued.organization_id,
-                integration_id=queued.integration_id,
-                provider=event.provider,
-                entity=change.entity,
-                source=f"webhook:{event.event_type}",
-                batch_id=batch_id,
-                primary_key=("id",),
-                cursor_field="event_id",
-                event_time_field="occurred_at",
-            ),
-            mapper=FieldMapper(mappings) if mappings else None,
-            check=check,
-            canonicalize=_canonical_data if change.canonical else None,
-        )
+        pipeline = self._pipeline(queued, change, field_mappings).for_batch(batch_id, f"webhook:{event.event_type}")
         envelope = {
             "id": change.record_id or None,
             "event_id": event.event_id,
@@ -150,6 +140,9 @@ class EventProcessor:
         row = {**envelope, CANONICAL_DATA: change.data} if change.canonical else {**change.data, **envelope}
         batch = Batch()
         pipeline.process([row], batch, change.operation)
+        if batch.accepted and not self._advance(queued, change, index):
+            batch = Batch()
+            pipeline.reject(batch, row, change.record_id or None, SUPERSEDED)
         part = Part(
             key=PartKey(
                 organization_id=queued.organization_id,
@@ -166,6 +159,61 @@ class EventProcessor:
         )
         for sink in self._sinks:
             sink.write(part)
+
+    def _completed(self, queued: QueuedEvent, change: Change, raw: bool) -> Change:
+        """The change with its object as the source has it now, when the source can say."""
+        if self._current_entity is None:
+            return change
+        current = self._current_entity(
+            queued.organization_id, queued.integration_id, change.entity, change.record_id, raw=raw
+        )
+        return change if current is None else replace(change, data=current, incomplete=False)
+
+    def _advance(self, queued: QueuedEvent, change: Change, index: int) -> bool:
+        """The ordering step: whether this change is now the newest applied to its record."""
+        return self._store.advance_record(
+            queued.organization_id,
+            queued.integration_id,
+            change.entity,
+            change.ordering_key or change.record_id,
+            event_time_ms=int(change.occurred_at.timestamp() * 1000),
+            event_key=f"{queued.event_key}#{index}",
+            expires_at=int(self._clock()) + RECORD_STATE_TTL_SECONDS,
+        )
+
+    def _pipeline(self, queued: QueuedEvent, change: Change, field_mappings: Mapping[str, str]) -> StreamPipeline:
+        """The endpoint's pipeline for the change's entity, built on first use and kept."""
+        mappings = scoped(field_mappings, change.entity, ENTITIES)
+        key = (
+            queued.organization_id,
+            queued.integration_id,
+            queued.event.provider,
+            change.entity,
+            change.canonical,
+            tuple(sorted(mappings.items())),
+        )
+        pipeline = self._pipelines.get(key)
+        if pipeline is None:
+            if len(self._pipelines) >= MAX_CACHED_PIPELINES:
+                self._pipelines.pop(next(iter(self._pipelines)))
+            pipeline = StreamPipeline(
+                StreamContext(
+                    organization_id=queued.organization_id,
+                    integration_id=queued.integration_id,
+                    provider=queued.event.provider,
+                    entity=change.entity,
+                    source="webhook",
+                    batch_id="",
+                    primary_key=("id",),
+                    cursor_field="event_id",
+                    event_time_field="occurred_at",
+                ),
+                mapper=FieldMapper(mappings) if mappings else None,
+                check=None if change.canonical else _schema_check(change.entity),
+                canonicalize=_canonical_data if change.canonical else None,
+            )
+            self._pipelines[key] = pipeline
+        return pipeline
 
     def _endpoint(self, organization_id: str, provider: str) -> StoredEndpoint | None:
         """The endpoint's mappings and options, re-read at most every ENDPOINT_CACHE_SECONDS."""

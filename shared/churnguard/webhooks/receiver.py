@@ -28,27 +28,20 @@ from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from typing import Any, Protocol
 
+from churnguard.inbound.parsing import InboundEvent, ParseError
+from churnguard.inbound.queued import ProviderEvent, QueuedEvent
+from churnguard.inbound.scheme import Delivery, WebhookScheme
+from churnguard.inbound.signatures import SignatureError
+from churnguard.providers.registry import WEBHOOK_PROVIDERS, webhook_scheme
 from churnguard.store.webhooks import Claim, StoredEndpoint, WebhookStore
-from churnguard.webhooks import events as parsing
-from churnguard.webhooks import signatures
-from churnguard.webhooks.events import InboundEvent, ParseError
-from churnguard.webhooks.queued import ProviderEvent, QueuedEvent
-from churnguard.webhooks.signatures import SignatureError
 
 logger = logging.getLogger(__name__)
 
-PROVIDERS = frozenset({"stripe", "hubspot", "sendgrid", "mailchimp", "salesforce", "custom"})
 ORGANIZATION_ID = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_-]{0,63}$")
 MAX_HEADER_BYTES = 16_384
 DEDUPE_TTL_SECONDS = 7 * 24 * 3600  # longer than any provider retries (Stripe: 3 days)
 CLAIM_LEASE_SECONDS = 60  # longer than the receiver's timeout
 SQS_EVENT_BYTES = 250_000  # an SQS message is at most 256 KiB, envelope included
-SALESFORCE_ACK = (
-    '<?xml version="1.0" encoding="UTF-8"?>'
-    '<soapenv:Envelope xmlns:soapenv="http://schemas.xmlsoap.org/soap/envelope/"><soapenv:Body>'
-    '<notificationsResponse xmlns="http://soap.sforce.com/2005/09/outbound"><Ack>true</Ack>'
-    "</notificationsResponse></soapenv:Body></soapenv:Envelope>"
-)
 
 
 @dataclass(frozen=True)
@@ -132,14 +125,19 @@ class WebhookReceiver:
         answer = self._answer(event)
         if self._metrics is not None:
             provider = ((event.get("pathParameters") or {}).get("provider")) or ""
-            count(self._metrics, provider if provider in PROVIDERS else "unknown", answer["statusCode"], self._outcome)
+            count(
+                self._metrics,
+                provider if provider in WEBHOOK_PROVIDERS else "unknown",
+                answer["statusCode"],
+                self._outcome,
+            )
         return answer
 
     def _answer(self, event: Mapping[str, Any]) -> dict[str, Any]:  # noqa: PLR0911 - each check answers at once
         method = event.get("requestContext", {}).get("http", {}).get("method", "")
         params = event.get("pathParameters") or {}
         provider, organization_id = params.get("provider", ""), params.get("organization_id", "")
-        if provider not in PROVIDERS or not ORGANIZATION_ID.match(organization_id):
+        if provider not in WEBHOOK_PROVIDERS or not ORGANIZATION_ID.match(organization_id):
             return error(404, *NOT_FOUND)
         headers = {str(k).lower(): str(v) for k, v in (event.get("headers") or {}).items()}
         if sum(len(k) + len(v) for k, v in headers.items()) > MAX_HEADER_BYTES:
@@ -158,25 +156,30 @@ class WebhookReceiver:
         stored = self._store.endpoint(organization_id, provider)
         if stored is None or stored.doc.get("status", "active") != "active":
             return self._unverified(source, None, now, error(404, *NOT_FOUND))
-        query = event.get("queryStringParameters") or {}
+        delivery = Delivery(
+            body=body,
+            headers=headers,
+            query=event.get("queryStringParameters") or {},
+            method=method,
+            uri=_request_uri(event, headers),
+            now=now,
+            endpoint=stored.doc,
+            secrets=lambda: self._secrets(stored),
+        )
+        scheme = webhook_scheme(provider)
         if method == "GET":
-            return self._validation_request(stored, provider, query, source, now)
-        return self._deliver(stored, event, headers, query, body, source, now)
+            return self._validation_request(stored, scheme, delivery, source)
+        return self._deliver(stored, scheme, delivery, source)
 
     def _deliver(  # noqa: PLR0911 - each check answers at once
-        self,
-        stored: StoredEndpoint,
-        event: Mapping[str, Any],
-        headers: Mapping[str, str],
-        query: Mapping[str, str],
-        body: bytes,
-        source: str,
-        now: float,
+        self, stored: StoredEndpoint, scheme: WebhookScheme, delivery: Delivery, source: str
     ) -> dict[str, Any]:
         """Verifies, parses, counts and enqueues a POST to an active endpoint."""
-        provider, organization_id = stored.doc["provider"], stored.doc["organization_id"]
+        provider, organization_id, now = stored.doc["provider"], stored.doc["organization_id"], delivery.now
         try:
-            inbound = self._authenticate_and_parse(stored, event, headers, query, body, now)
+            if self._settings.signature_validation:
+                scheme.verify(delivery)
+            inbound = scheme.parse(delivery)
         except SignatureError as exc:
             refusal = error(401, "invalid_signature", "the delivery's signature does not verify")
             return self._unverified(source, stored, now, refusal, reason=str(exc))
@@ -195,22 +198,23 @@ class WebhookReceiver:
             "webhook accepted",
             extra={"provider": provider, "organization_id": organization_id, **outcome.__dict__},
         )
-        if provider == "salesforce":
-            return {"statusCode": 200, "headers": {"Content-Type": "text/xml; charset=utf-8"}, "body": SALESFORCE_ACK}
+        ack = scheme.acknowledgement
+        if ack is not None:
+            return {"statusCode": 200, "headers": {"Content-Type": ack.content_type}, "body": ack.body}
         return response(200, outcome.__dict__)
 
     def _validation_request(
-        self, stored: StoredEndpoint, provider: str, query: Mapping[str, str], source: str, now: float
+        self, stored: StoredEndpoint, scheme: WebhookScheme, delivery: Delivery, source: str
     ) -> dict[str, Any]:
-        """Mailchimp checks a webhook URL with a GET before saving it; no other provider does."""
-        if provider != "mailchimp":
-            return self._unverified(source, stored, now, error(404, *NOT_FOUND))
+        """Some providers (Mailchimp) check a webhook URL with a GET before saving it."""
+        if not scheme.answers_validation_get:
+            return self._unverified(source, stored, delivery.now, error(404, *NOT_FOUND))
         if self._settings.signature_validation:
             try:
-                signatures.verify_token(query.get("token"), self._secrets(stored))
+                scheme.verify(delivery)
             except SignatureError:
                 refusal = error(401, "invalid_signature", "the delivery's token does not match")
-                return self._unverified(source, stored, now, refusal)
+                return self._unverified(source, stored, delivery.now, refusal)
         return response(200, {"status": "ok"})
 
     def _too_many(self, now: float, message: str) -> dict[str, Any]:
@@ -237,63 +241,6 @@ class WebhookReceiver:
         if reason is not None:
             logger.info("webhook refused", extra={"provider": stored.doc["provider"], "reason": reason})
         return refusal
-
-    def _authenticate_and_parse(  # noqa: PLR0912 - one branch per provider
-        self,
-        stored: StoredEndpoint,
-        event: Mapping[str, Any],
-        headers: Mapping[str, str],
-        query: Mapping[str, str],
-        body: bytes,
-        now: float,
-    ) -> list[InboundEvent]:
-        doc, verify = stored.doc, self._settings.signature_validation
-        provider = doc["provider"]
-        if provider == "stripe":
-            if verify:
-                signatures.verify_stripe(body, headers.get("stripe-signature"), self._secrets(stored), now)
-            return parsing.parse_stripe(body)
-        if provider == "hubspot":
-            if verify:
-                signatures.verify_hubspot(
-                    body,
-                    headers,
-                    method=event.get("requestContext", {}).get("http", {}).get("method", "POST"),
-                    uri=_request_uri(event, headers),
-                    secrets=self._secrets(stored),
-                    now=now,
-                    allow_legacy=bool(doc.get("hubspot_allow_legacy_signatures")),
-                )
-            return parsing.parse_hubspot(body)
-        if provider == "sendgrid":
-            if verify:
-                signatures.verify_sendgrid(body, headers, str(doc.get("sendgrid_public_key") or ""), now)
-            return parsing.parse_sendgrid(body)
-        if provider == "mailchimp":
-            if verify:
-                signatures.verify_token(query.get("token"), self._secrets(stored))
-            return parsing.parse_mailchimp(body)
-        if provider == "salesforce":
-            if verify and doc.get("has_secret"):
-                signatures.verify_token(query.get("token"), self._secrets(stored))
-            organization, inbound = parsing.parse_salesforce(body)
-            expected = str(doc.get("salesforce_organization_id") or "")
-            # Salesforce ids have a 15-character case-sensitive form and an 18-character one.
-            if not expected or organization[:15] != expected[:15]:
-                raise SignatureError("the Outbound Message comes from another Salesforce organisation")
-            return inbound
-        if verify:
-            if doc.get("custom_scheme") == "hmac_sha256":
-                signatures.verify_hmac_header(
-                    body,
-                    headers.get(str(doc.get("signature_header") or "").lower()),
-                    self._secrets(stored),
-                    encoding=str(doc.get("signature_encoding") or "hex"),
-                    prefix=str(doc.get("signature_prefix") or ""),
-                )
-            else:
-                signatures.verify_standard_webhooks(body, headers, self._secrets(stored), now)
-        return parsing.parse_custom(body, headers, doc)
 
     def _accept(self, stored: StoredEndpoint, inbound: list[InboundEvent], now: float) -> Outcome | None:
         """Claims and enqueues the allowed events; None when they could not all be queued."""

@@ -20,19 +20,20 @@ from pydantic import SecretStr, ValidationError
 
 from churnguard.crypto import CredentialCipher
 from churnguard.errors import ChurnGuardError, NotFoundError, ValidationFailedError
+from churnguard.inbound.signatures import standard_webhooks_key
 from churnguard.integrations import IntegrationService, check_organization, validation_details
 from churnguard.models import (
     DataSyncMode,
     IntegrationCreateRequest,
     IntegrationStatus,
     IntegrationType,
+    ProviderName,
     SyncConfiguration,
     mask_secret,
     utc_now,
 )
 from churnguard.store.webhooks import StoredEndpoint, WebhookStore
 from churnguard.webhooks.models import (
-    INTEGRATION_PROVIDER,
     CustomScheme,
     DeadLetter,
     DeadLetterPage,
@@ -43,11 +44,9 @@ from churnguard.webhooks.models import (
     WebhookEndpointCreateRequest,
     WebhookEndpointUpdateRequest,
     WebhookEndpointView,
-    WebhookProvider,
     public_path,
 )
 from churnguard.webhooks.secrets import secret_context
-from churnguard.webhooks.signatures import standard_webhooks_key
 
 logger = logging.getLogger(__name__)
 
@@ -59,8 +58,8 @@ def new_endpoint_id() -> str:
     return f"whe_{secrets.token_hex(10)}"
 
 
-def _check_secret(provider: WebhookProvider, scheme: CustomScheme, secret: SecretStr | None) -> None:
-    if secret is None or provider is not WebhookProvider.CUSTOM or scheme is not CustomScheme.STANDARD_WEBHOOKS:
+def _check_secret(provider: ProviderName, scheme: CustomScheme, secret: SecretStr | None) -> None:
+    if secret is None or provider is not ProviderName.CUSTOM or scheme is not CustomScheme.STANDARD_WEBHOOKS:
         return
     try:
         valid = len(standard_webhooks_key(secret.get_secret_value())) >= 16
@@ -116,7 +115,7 @@ class WebhookEndpointService:
             raise ValidationFailedError("the request is not valid", validation_details(exc)) from None
         if request.integration_id is not None:
             linked = self._integrations.get(organization_id, request.integration_id)
-            if linked.provider_name is not INTEGRATION_PROVIDER[request.provider]:
+            if linked.provider_name is not request.provider:
                 raise ValidationFailedError(
                     "the request is not valid",
                     {"fields": [{"field": "integration_id", "message": "the integration is for another provider"}]},
@@ -208,13 +207,12 @@ class WebhookEndpointService:
         return WebhookEndpointView.of(WebhookEndpoint.model_validate(stored.doc), stored.events_ignored)
 
     def _register_integration(self, organization_id: str, endpoint: WebhookEndpoint) -> Any:
-        provider = INTEGRATION_PROVIDER[endpoint.provider]
         return self._integrations.create(
             organization_id,
             IntegrationCreateRequest(
                 integration_name=f"{endpoint.provider.value} webhooks ({endpoint.endpoint_id})",
-                provider_name=provider,
-                integration_type=IntegrationType.WEBHOOK if endpoint.provider is WebhookProvider.CUSTOM else None,
+                provider_name=endpoint.provider,
+                integration_type=IntegrationType.WEBHOOK if endpoint.provider is ProviderName.CUSTOM else None,
                 status=IntegrationStatus.ACTIVE,
                 sync_config=SyncConfiguration(sync_mode=DataSyncMode.REAL_TIME),
                 tags=["webhooks"],

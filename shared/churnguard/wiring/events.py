@@ -2,7 +2,8 @@
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING
+from functools import cache
+from typing import TYPE_CHECKING, Any
 
 from churnguard import aws
 from churnguard.config import env_int, platform_settings, table_name
@@ -10,6 +11,7 @@ from churnguard.resilience import RetryPolicy
 from churnguard.wiring.sinks import sinks
 
 if TYPE_CHECKING:
+    from churnguard.sync.engine import SyncEngine
     from churnguard.webhooks.processor import EventProcessor
 
 
@@ -23,4 +25,19 @@ def event_processor() -> EventProcessor:
         WebhookStore(aws.client("dynamodb"), table_name()),
         sinks(retry),
         max_receive_count=env_int("WEBHOOK_MAX_RECEIVE_COUNT", 5),
+        current_entity=_current_entity,
     )
+
+
+def _current_entity(
+    organization_id: str, integration_id: str, entity: str, object_id: str, *, raw: bool
+) -> dict[str, Any] | None:
+    """Re-reads through the sync engine, built on the first event that needs it (most never do)."""
+    return _engine().current_entity(organization_id, integration_id, entity, object_id, raw=raw)
+
+
+@cache
+def _engine() -> SyncEngine:
+    from churnguard.wiring.services import sync_engine
+
+    return sync_engine()

@@ -1,46 +1,7 @@
 """Stripe through its official SDK: `stripe.StripeClient` with the API version pinned
-(`API_VERSION`), since the record shapes and the MRR rules below depend on it.
+(`API_VERSION`), since the record shapes and the MRR rules depend on it.
 
-- Objects (entity → object when the integration maps none): customer → customers, subscription
-  → subscriptions, invoice → invoices, charge → charges, refund → refunds, product → products,
-  price → prices, coupon → coupons. Discounts have no list of their own in Stripe: they are read
-  with the subscription (expanded) and the customer they apply to.
-- Address and credentials: `base_url` when the integration sets one (an emulator, a proxy), else
-  https://api.stripe.com. The credential is `api_key`: a secret key (`sk_…`) or a restricted key
-  (`rk_…`) that may read the mapped objects and events (or `access_token`, which for Stripe
-  Connect is such a key too). Stripe keys do not expire and an account's own key has no OAuth
-  refresh, so token refresh does not apply here: a rolled, revoked or mistyped key is
-  `authentication_failed` and its owner replaces it.
-- One retry policy: the SDK's own retries are off (`max_network_retries=0`); every request takes
-  a rate-limit slot, and the SDK's exceptions become SourceErrors the Guard understands (429 →
-  throttled, retried after Retry-After when Stripe sends one, else with backoff; 5xx and network
-  failures → transient; 401, 403 and other 4xx are not retried). Stripe's error message is never
-  repeated (it can quote part of the key); its error code is.
-- Full read: `limit=100`, Stripe's maximum, with `starting_after`. The page size is always that
-  maximum whatever the sync's batch_size: Stripe bills nothing per row, and a smaller page only
-  costs requests (and rate-limit budget). Subscriptions are listed with `status=all` (Stripe
-  leaves canceled ones out otherwise) and with their discounts and coupons expanded, so the MRR
-  costs no request per subscription; only coupons of item-level discounts are fetched, once each.
-- Incremental: Stripe lists cannot be filtered by update time, so changes come from
-  `/v1/events`, filtered by the stream's `types[]`. A full read first notes the newest such
-  event (one `events.list(limit=1)`), so changes made while it reads are the next run's. A run
-  walks forward from that cursor with `ending_before` (Stripe lists newest first: such a page
-  holds the oldest events newer than the cursor, newest first, so it is processed reversed and
-  the next cursor is its first event). Each object changed within a page is re-fetched once: the
-  event's snapshot is rendered in the API version of its day, the re-fetch in ours and as it is
-  now. A `*.deleted` event, a 404 or a deleted stub is a delete record; a subscription's
-  `customer.subscription.deleted` only means canceled, so it is re-fetched and kept (status,
-  `canceled_at`: what churn analysis needs). With no event to start from (none of the types
-  yet, or a start time from `last_sync_timestamp`) the run reads the events created since a time.
-- Retention: Stripe keeps events 30 days. A cursor older than that (or an event Stripe no longer
-  knows) makes the run read the stream in full instead, with a warning in the log (a connector
-  cannot write to the run's history yet). A quiet stream's cursor is moved up to "now" every
-  week, so a month without changes does not cost a full read.
-- Records: each object becomes its canonical entity (customer, subscription, invoice, payment
-  for a charge, refund, product, price, coupon) through churnguard/providers/stripe/canonical.py,
-  which the webhook path calls too, with Stripe's object under `raw`. A subscription is handed
-  over with all its items and every discount's coupon embedded, so its MRR is exact.
-"""
+What it reads, its limits and quirks: README.md in this folder."""
 
 from __future__ import annotations
 
@@ -455,6 +416,17 @@ class StripeConnector(ApiConnector):
             else:
                 rows.append(self._record(kind, current))
         return rows, deleted
+
+    def current_object(self, entity: str, object_id: str) -> tuple[str, Row] | None:
+        """The object re-read (a subscription with its items and every discount's coupon)."""
+        source = self.default_entities.get(entity)
+        kind = _KINDS.get(source or "")
+        if source is None or kind is None:
+            raise NotImplementedError(f"Stripe has no object for the entity {entity!r}")
+        current = self._retrieve(kind, object_id)
+        if current is None or current.get("deleted"):
+            return None
+        return source, self._record(kind, current)
 
     # ------------------------------------------------------------ records
 

@@ -1,31 +1,6 @@
 """REST API ingestion rules: one polled HTTP endpoint feeding one entity.
 
-An ingestion rule is an integration of provider `custom` whose `rest_source` says how to call
-the endpoint (GET or POST, headers, query, JSON body), how to authenticate (bearer token, API key
-in a header or the query, HTTP Basic, OAuth2 client credentials), where the records are in each
-response (`data_path`), how it pages (cursor, offset/limit, page number, Link header) and which
-query (or body) parameter takes the last cursor for incremental polls.
-
-State (`Position.cursor`, checkpointed after every page):
-  bound, bound_keys  the cursor value this poll asks for (the largest one earlier polls saw) and
-                     the keys of the records delivered at exactly that value;
-  max, max_keys      the largest cursor value seen so far and the keys delivered at it;
-  page               where paging resumes: a cursor token, an offset, a page number or the next
-                     link; None with done=False is the first page;
-  done               the poll read the last page: the next poll starts over with bound = max.
-A crash mid-poll resumes at the page after the last checkpoint with the same bound, so a stable
-paging order loses and repeats nothing. Across polls, records whose cursor is below the bound,
-or equal to it with a key already delivered, are skipped: an API that filters by `>= cursor`
-(or ignores the parameter) re-sends them, and they are not written again. Up to MAX_BOUNDARY_KEYS
-keys are remembered per boundary value; past that, boundary records can be written again, with
-the same dedupe key (record id + cursor) as before. Offset paging over data that changes while a
-poll runs can shift records between pages; cursor and Link paging cannot.
-
-Security: the URL, the OAuth2 token URL and every next link are checked against `netguard`
-before each poll, and every connection is checked again against the address it actually
-reached (DNS can change between the check and the connection). Redirects are not followed, and
-a next link to another origin is refused, so credentials are only ever sent where configured.
-"""
+What it reads, its limits and quirks: README.md in this folder."""
 
 from __future__ import annotations
 

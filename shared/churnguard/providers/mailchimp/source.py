@@ -1,39 +1,7 @@
 """Mailchimp Marketing API v3 over `requests`: audiences, members, campaigns, reports and
 per-member email activity.
 
-- Address: `base_url` when the integration sets one (tests, proxies: e.g.
-  `http://127.0.0.1:8000/3.0`); otherwise `https://<dc>.api.mailchimp.com/3.0`, the data centre
-  taken from the API key's suffix (`…-us21`), from `custom_fields.dc`, or for an OAuth2 token
-  from Mailchimp's metadata endpoint.
-- Credentials: `api_key` (or `basic_auth` with the key as password) is sent as HTTP basic auth;
-  an `oauth2` access token as a Bearer token. Mailchimp's OAuth2 tokens do not expire and it
-  issues no refresh token, so there is nothing to refresh: a 401 is `authentication_failed`.
-- Paging: `count` (Mailchimp's maximum, 1000) and `offset`, ending at `total_items`, so no empty
-  last page is asked for; `exclude_fields` drops the `_links` of every item.
-- Members (key `list_id` + `id`, the MD5 of the lowercase email): every audience, incremental on
-  `last_changed` with one lower bound per audience. A run reads the window [since, until) with
-  `until` fixed when it starts, sorted by `last_changed`, so members changed meanwhile fall out
-  of the window (and into the next run's). If the window shrinks between two pages (a member
-  changed or was deleted), `total_items` drops and the offset is moved back by as much, skipping
-  the (last 50) members already read: nothing is skipped. A change within the second a run
-  starts can still move a member within the window (Mailchimp times are whole seconds).
-  Incremental runs also read the audience's
-  `status=archived` members of the window, written as deletes; members deleted permanently
-  leave no trace in the API (a full sync, or webhooks, sees them).
-- Campaigns and reports are read whole every time: a campaign's status and a report's counts
-  keep changing after creation and neither has a "changed since" filter; there are few of them.
-- Campaign activity: one record per action (open, click, bounce from `email-activity`,
-  unsubscribe from `unsubscribed`) of every sent campaign, with `campaign_id`, `email`, `action`
-  and `occurred_at` (record key: a hash of campaign, member, action, time and URL, as Mailchimp
-  gives actions no id); incremental on the action time, one window per run as for members. A
-  member's first action during the run can shift the members after it by one, whose actions may
-  then be written twice, with the same record id and dedupe key. One request per sent campaign
-  and run at least: the API has no account-wide activity feed.
-- Page size: always the provider's maximum (`MAX_COUNT`): the sync's `batch_size` is how many
-  records a part holds, not how Mailchimp is paged, and a smaller page only costs requests.
-  The member stream lists the audiences first (one request per 1000 audiences), unless the
-  audience stream has just listed them in the same step.
-"""
+What it reads, its limits and quirks: README.md in this folder."""
 
 from __future__ import annotations
 

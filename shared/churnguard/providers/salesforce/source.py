@@ -1,60 +1,7 @@
 """Salesforce, with simple-salesforce: SOQL over REST (`queryAll`, `nextRecordsUrl` paging) and
 Bulk API 2.0 query jobs for large full reads.
 
-Configuration
-- `base_url`: the org's My Domain (or instance) URL, e.g. https://acme.my.salesforce.com, or a
-  login host: https://login.salesforce.com (production) or https://test.salesforce.com (sandbox).
-  With no base_url, `custom_fields.domain` = login | test picks the login host (default login).
-  Token refreshes go to {base_url or login host}/services/oauth2/token.
-- credentials: oauth2 with access_token and/or refresh_token; custom_fields client_id and
-  client_secret (the connected app) and instance_url (from the authorisation response; needed
-  when base_url is a login host, else the first refresh supplies it and it is stored).
-- settings in custom_fields (the integration's only free-form place; they are not secrets):
-  `bulk_threshold` (rows; a full read of more rows than this uses Bulk API 2.0; default 100000)
-  and `api_usage_threshold` (share of the org's daily API allocation at which a sync pauses;
-  default 0.9). `api_version` (e.g. "59.0") picks the REST version.
-- entities: entity_mappings name objects (Account, Churn_Risk__c, ...), default: company
-  (Account), contact, lead, deal (Opportunity), ticket (Case), task; those become canonical
-  entities through churnguard/providers/salesforce/canonical.py, which outbound messages use
-  too. Every field the user can read is selected (from describe(), once per sync: the fields
-  travel in the stored Stream), except compound address/location fields (their components are
-  read) and base64 bodies.
-
-Reading
-- SOQL is composed only from API names checked against `_NAME`, record ids checked against
-  `_RECORD_ID` and datetime literals this module formats.
-- Pages are `SELECT … ORDER BY SystemModstamp, Id` (LastModifiedDate where an object has no
-  SystemModstamp) with `Sforce-Query-Options: batchSize=2000`, the largest page Salesforce
-  serves, whatever sync_config.batch_size says: a smaller page only costs API calls against the
-  daily allocation. Incremental reads use queryAll, so a row with IsDeleted becomes a delete
-  record. Datetimes become aware datetimes on both paths, so REST and Bulk rows are identical.
-- State (Position.cursor, a small dict): {"ts", "id"} of the last row delivered (+ "full" while a
-  full read runs, which reads without deleted rows). A resume re-issues the query after (ts, id)
-  rather than keeping the `nextRecordsUrl`: query locators expire after about 15 minutes
-  without use (and an org holds only a few open ones per user), while (ts, id) never does, and
-  the new query costs the same one request as the queryMore it replaces. An incremental read
-  starts `lookback_seconds` (600) before the last read began when that is earlier, as
-  `SystemModstamp >= since`: a record is stamped when its save starts and visible when the save
-  commits (see connectors/lookback.py).
-- Bulk API 2.0: when a full read's first page reports more rows (`totalSize`, no extra request)
-  than bulk_threshold, the rest is read by a query job over the rows after that page. The
-  state is then {"job", "locator", "skip", "since", "after"}: the job id is checkpointed as
-  soon as the job exists, results are fetched by locator (stable while the job exists) and cut
-  into pages. Jobs have no ORDER BY, so the final state is the job's creation time: the next
-  incremental read starts there. A job that failed or expired is replaced by a new one (rows of
-  the old one already written are written again, with the same dedupe keys).
-
-Limits
-- Every HTTP request takes one rate-limit slot; 429 and 5xx answers raise with their
-  Retry-After before the SDK turns them into exceptions that drop the headers.
-- `Sforce-Limit-Info: api-usage=N/M` is read from every response. Past `api_usage_threshold`
-  (or on REQUEST_LIMIT_EXCEEDED for TotalRequests), the read stops with a SourcePausedError
-  (the allocation is a rolling 24-hour window): the checkpoint stands, the run's errors say why,
-  the engine holds the lock for the pause, and the state machine retries the step hourly for a
-  day, resuming from the checkpoint.
-- INVALID_SESSION_ID: the token is refreshed and the call retried once; a refused refresh is
-  authentication_failed.
-"""
+What it reads, its limits and quirks: README.md in this folder."""
 
 from __future__ import annotations
 

@@ -1,26 +1,6 @@
 """MySQL and MariaDB, with PyMySQL: unbuffered streaming, keyset order, JSON columns parsed.
 
-- One unbuffered `SSCursor` per read streams `SELECT … ORDER BY cursor, pk…` from the position,
-  written as the expanded comparison `c > %s OR (c = %s AND id > %s)`, which MySQL's optimizer
-  turns into an index range on (cursor, pk). A read stopped early closes the connection rather
-  than draining the rest of the result.
-- The session is read-only and in UTC (TIMESTAMP columns arrive as UTC; DATETIME columns are
-  taken as UTC). Identifiers are backtick-quoted, every value is a parameter.
-- JSON columns (MySQL's JSON type, MariaDB's JSON alias with its json_valid check) are parsed
-  without rounding numbers; DECIMAL stays Decimal; BLOB and BINARY are bytes.
-- Fast path (MariaDB, the server the tests run against): when a table stream needs no mapping,
-  filter or per-row check and every column is of a kind in `_JSON`, MariaDB renders each row's
-  JSON itself (JSON_QUOTE, DATE_FORMAT, TO_BASE64) on its own core, as one string per row, and
-  Python takes the rows' bytes straight from the driver's read buffer (`_fetch_rendered`: PyMySQL's
-  own per-row parsing would cost more than everything else); it only re-encodes JSON column
-  values (MariaDB keeps their text as inserted, so `2.50` and spacing would differ) and adds the
-  record's envelope. Both paths write the same bytes (a test compares them type by type); a
-  column kind MariaDB cannot render exactly (FLOAT, TIME, YEAR, BIT, ZEROFILL, …), a query or a
-  composite key keeps the whole stream on the Python path. MySQL proper stays on the Python path:
-  its JSON_QUOTE and JSON text are not tested here.
-- TLS: `custom_fields.ssl_ca` (path or PEM text) turns on verified TLS; `ssl` = true without a CA
-  uses TLS without verifying the server (only where the network is trusted).
-"""
+What it reads, its limits and quirks: README.md in this folder."""
 
 from __future__ import annotations
 

@@ -1,27 +1,6 @@
 """SendGrid v3 over `requests`: global and category stats by day, and the suppression lists.
 
-- Address: `base_url` when set (tests, the EU region `https://api.eu.sendgrid.com`), else
-  `https://api.sendgrid.com`. Credentials: an `api_key`, sent as a Bearer token. API keys do not
-  expire and there is no token to refresh: a 401 is `authentication_failed`.
-- Suppressions (bounces, blocks, spam reports, invalid emails, global unsubscribes), keyed by
-  (`type`, `email`), incremental on `created` (unix seconds). A run reads the window
-  [since, until] with `until` fixed when it starts (a second in the past, so every suppression
-  of that second exists already) using `limit` (SendGrid's maximum, 500) and `offset`; rows that
-  share a `created` value cannot straddle a page boundary badly because the window does not move
-  while it is read. The next run starts at until + 1. The list ends at a short page, or earlier
-  when SendGrid's `Link` header has no `next`, which spares the empty last request. A suppression
-  removed in SendGrid is not reported (the API keeps no trace of it).
-- Stats (`aggregated_by=day`, UTC days): one record per day (`date`), and per day and category
-  (`date`, `category`; categories from GET /v3/categories, 10 per stats request). A day's stats
-  keep changing until it is over, and late events (opens, clicks) still land shortly after, so
-  each run re-reads from two days before the day it ended on. A full read goes back
-  `STATS_LOOKBACK_DAYS`, in chunks of `STATS_CHUNK_DAYS`.
-- Rate limits: every response's X-RateLimit-Remaining / X-RateLimit-Reset (epoch seconds) are
-  read; at 0 remaining the next request waits for the reset (at most `MAX_RESET_WAIT`), and a
-  429 is retried after it.
-- Page size: always SendGrid's maximum (`MAX_LIMIT`): the sync's `batch_size` is how many records
-  a part holds, not how SendGrid is paged, and a smaller page only costs requests.
-"""
+What it reads, its limits and quirks: README.md in this folder."""
 
 from __future__ import annotations
 

@@ -1,39 +1,6 @@
 """HubSpot CRM: contacts, companies, deals, tickets and owners, through `hubspot-api-client`.
 
-- Records: every property HubSpot knows for the object (discovered from the properties API once
-  per stream and connector, custom ones included) is read and flattened into the row, next to
-  `id`, `createdAt`, `updatedAt`, `archived` and `associations` ({object type: [ids]}). HubSpot
-  sends every property value as a string; number and bool properties are converted by their
-  definition (number: int, float or, past a double's precision, Decimal), dates stay ISO text.
-  With field mappings, only the properties they read are requested (their names and kinds travel
-  with the stream, so reading needs no properties request), and associations only when a mapping
-  reads `associations`.
-- Reading: the CRM search API for full and incremental reads alike: 200 rows a request (the list
-  endpoint allows 100) and the property list in the body, not the URL. HubSpot sorts a search by
-  one property only, so ties on a modification time come back in no defined order; we sort by
-  `hs_object_id` (unique, never changes) and start every request after the last id read, with
-  `hs_lastmodifieddate >= since` for an incremental read. No request ever pages with `after`, so
-  the 10,000-results cap of a search query is never reached, and the state (since, last id) names
-  an exact resume point. A record modified while we read has a modification time after the read
-  began, and the next incremental read starts at that time (minus `search_lag` for HubSpot's
-  search index delay), so it is read again then, never lost.
-- Associations: one v4 batch read per associated object type per 1,000 rows (HubSpot's batch
-  limit), so pages group five searches. Requests per 10,000 rows: 50 searches, 10 per associated
-  type, and per stream and sync one or two properties requests and one archived page.
-- Deletions: HubSpot keeps archived records (90 days) in the list endpoint with `archived=true`
-  and `archivedAt`; after the search, a full read writes every archived record as a delete, an
-  incremental one those archived since its start. Owners are a short list, read whole each sync.
-- Limits: searches are paced to HubSpot's 5 a second, other requests by the
-  `X-HubSpot-RateLimit-*` headers (per 10 s and per second windows) so a window is not spent;
-  a 429 raises ThrottledError with the Retry-After HubSpot names. The search allowance belongs
-  to the account and other apps spend it too: a 429 on a search halves our pace and answered
-  windows raise it again one search at a time, and the searches of a group already answered are
-  yielded as a page before the wait, so a shared allowance slows a sync but never stalls it. The
-  SDK's own retries are off (urllib3 `Retry(total=False)`) so the integration's retry policy is
-  the only one.
-- Credentials: a private-app token (`api_key`, or `access_token` without a refresh token) or
-  OAuth2 (refreshed before it expires and once on a 401; a rotated refresh token is saved).
-"""
+What it reads, its limits and quirks: README.md in this folder."""
 
 from __future__ import annotations
 

@@ -1,15 +1,6 @@
 """MongoDB, with pymongo: keyset order on (cursor field, _id), projections, batch sizes.
 
-- A read is one `find` sorted by (cursor field, _id) from the position:
-  `{$or: [{updated_at: {$gt: t}}, {updated_at: t, _id: {$gt: id}}]}`, fetched `batch_size`
-  documents per round trip. Documents without the cursor field sort first and are read by _id.
-- With field mappings, only the mapped top-level fields (plus _id, the cursor and filtered
-  fields) are fetched: a projection.
-- Types: ObjectId is its 24-hex string, Decimal128 an exact decimal string, Binary base64-tagged,
-  datetimes UTC with offset (the client is tz-aware).
-- `custom_fields`: database (required), authSource, replicaSet, directConnection, tls, tlsCAFile
-  (path or PEM text) for Atlas and other managed deployments.
-"""
+What it reads, its limits and quirks: README.md in this folder."""
 
 from __future__ import annotations
 

@@ -1,23 +1,6 @@
 """PostgreSQL, with psycopg2: server-side cursors, keyset order, faithful types.
 
-- One named (server-side) cursor per read streams `SELECT … ORDER BY cursor NULLS FIRST, pk…`
-  from the position with a row comparison, `(updated_at, id) > (%s, %s)`, which an index on
-  (cursor, pk) serves directly; memory stays at one page whatever the table's size.
-- The session is read-only, in UTC, with a statement timeout; identifiers are composed with
-  psycopg2.sql and every value is a parameter.
-- Types: json/jsonb are parsed without rounding numbers (`loads_exact`), numeric stays Decimal,
-  timestamptz is an aware datetime, arrays are lists, bytea is bytes (see pipeline.encoding).
-- Fast path: when a stream needs no mapping, filter or per-row check and every column is of a
-  kind listed in `_KINDS`, PostgreSQL renders each row's JSON itself (`_JSON`: numeric as an
-  exact string, bytea base64-tagged, naive timestamps as UTC, datetimes in orjson's form) on its
-  own core, and Python only adds the record's envelope. Both paths write the same JSON (a test
-  compares them type by type).
-- Incremental reads start `lookback_seconds` (300) before the last read began when that is
-  earlier than its last cursor: `updated_at = now()` is the transaction's start, visible only at
-  its commit (see connectors/lookback.py; MySQL does the same).
-- A table without a schema is read from `public`. TLS: `custom_fields.sslmode` (disable … verify-full)
-  and `sslrootcert` (path or PEM text).
-"""
+What it reads, its limits and quirks: README.md in this folder."""
 
 from __future__ import annotations
 

@@ -1,0 +1,1 @@
+"""MongoDB. See README.md in this folder."""

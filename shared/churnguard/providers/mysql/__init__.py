@@ -1,0 +1,1 @@
+"""MySQL and MariaDB. See README.md in this folder."""

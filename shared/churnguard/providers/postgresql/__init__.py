@@ -1,0 +1,1 @@
+"""PostgreSQL. See README.md in this folder."""
