@@ -326,6 +326,19 @@ def test_management_function_uses_the_credentials_key_for_envelopes_and_the_page
     assert by_key == {"CredentialsKey": {"kms:GenerateDataKey", "kms:Decrypt"}, "PageTokenKey": {"kms:GenerateMac"}}
 
 
+def test_every_function_that_connects_to_sources_may_open_and_reseal_credentials() -> None:
+    """The sync engine stores credentials a source renewed (a rotated OAuth refresh token):
+    every function that builds it needs GenerateDataKey as well as Decrypt on the key."""
+    for function in ("ManagementFunction", "SyncTaskFunction", "EventProcessorFunction"):
+        actions = {
+            action
+            for name, statement in inline_statements()
+            if name == function and statement["Resource"] == {"Fn::GetAtt": ["CredentialsKey", "Arn"]}
+            for action in actions_of(statement)
+        }
+        assert actions == {"kms:Decrypt", "kms:GenerateDataKey"}, function
+
+
 def test_only_the_management_function_may_sign_page_tokens() -> None:
     signers = {name for name, s in inline_statements() if "kms:GenerateMac" in actions_of(s)}
     assert signers == {"ManagementFunction"}

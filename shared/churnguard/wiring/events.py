@@ -38,6 +38,6 @@ def _current_entity(
 
 @cache
 def _engine() -> SyncEngine:
-    from churnguard.wiring.services import sync_engine
+    from churnguard.wiring.engine import sync_engine
 
     return sync_engine()

@@ -7,7 +7,7 @@ import os
 from typing import TYPE_CHECKING
 
 from churnguard import aws
-from churnguard.config import env_str, kms_key_id, platform_settings, table_name
+from churnguard.config import env_str, kms_key_id, table_name
 from churnguard.crypto import CredentialCipher
 from churnguard.integrations import IntegrationService
 from churnguard.models import (
@@ -18,12 +18,10 @@ from churnguard.models import (
     IntegrationUpdateRequest,
     IntegrationView,
 )
-from churnguard.resilience import RetryPolicy
 from churnguard.store.integrations import IntegrationFilter, IntegrationStore
-from churnguard.wiring.sinks import sinks
+from churnguard.wiring.engine import sync_engine
 
 if TYPE_CHECKING:
-    from churnguard.sync.engine import SyncEngine
     from churnguard.sync.launcher import SyncLauncher
     from churnguard.sync.views import SyncStatusView
     from churnguard.webhooks.service import DeadLetterService, WebhookEndpointService
@@ -45,25 +43,6 @@ def integration_service() -> IntegrationService:
         IntegrationStore(aws.client("dynamodb"), table_name()),
         CredentialCipher(aws.client("kms"), kms_key_id()),
         scheduler,
-    )
-
-
-def sync_engine() -> SyncEngine:
-    from churnguard.store.circuit_breakers import CircuitBreakerStore
-    from churnguard.store.syncs import SyncStore
-    from churnguard.sync.engine import SyncEngine
-
-    dynamodb = aws.client("dynamodb")
-    service = integration_service()
-    retry = RetryPolicy(attempts=platform_settings().default_retry_attempts, base_delay=1.0, max_delay=30.0)
-    return SyncEngine(
-        syncs=SyncStore(dynamodb, table_name()),
-        integrations=IntegrationStore(dynamodb, table_name()),
-        credentials=service.load_credentials,
-        save_credentials=service.replace_credentials,
-        breakers=CircuitBreakerStore(dynamodb, table_name()),
-        sinks=sinks(retry),
-        max_concurrent_syncs=platform_settings().max_concurrent_syncs_per_organization,
     )
 
 
