@@ -177,7 +177,11 @@ def test_a_configured_query_is_synced(harness: Any, customers: Any) -> None:
     assert records[0]["source"] == "query:customer" and records[0]["cursor"] is None
 
 
-def test_mappings_filters_and_rejects(harness: Any, customers: Any) -> None:
+def test_rows_mapped_onto_a_canonical_entity_are_that_entity_validated_by_its_model(
+    harness: Any, customers: Any
+) -> None:
+    """`field_mappings` onto `customer` make each row a canonical customer: its model validates
+    it (a plan name that is a number is a reject), filters still name the table's columns."""
     config = register(
         harness,
         customers,
@@ -185,8 +189,8 @@ def test_mappings_filters_and_rejects(harness: Any, customers: Any) -> None:
             "field_mappings": {
                 "email_address": "email",
                 "full_name": "name",
-                "customer:profile.plan.name": "plan",
-                "status": "lifecycle.status",
+                "customer:profile.plan.name": "metadata.plan",
+                "status": "metadata.status",
             },
             "data_filters": {"status": {"$in": ["active"]}},
         },
@@ -196,17 +200,36 @@ def test_mappings_filters_and_rejects(harness: Any, customers: Any) -> None:
     assert run.status is SyncStatus.SUCCEEDED
     assert (run.records_read, run.records_written, run.records_filtered, run.records_rejected) == (4, 2, 1, 1)
     records = {r["record_id"]: r for r in harness.lake_records()}
-    assert records["1"]["data"] == {
+    assert set(records) == {"1", "3"}
+    first = records["1"]
+    assert (first["entity"], first["schema_version"]) == ("customer", 2)
+    assert {k: v for k, v in first["data"].items() if k != "raw"} == {
+        "id": "1",
+        "source_ids": {"postgresql": "1"},
         "email": "a@example.com",
         "name": "Ann",
-        "plan": "pro",
-        "lifecycle": {"status": "active"},
+        "metadata": {"plan": "pro", "status": "active"},
     }
-    assert set(records) == {"1", "3"}
+    assert first["data"]["raw"]["email_address"] == "a@example.com", "the row as read, under raw"
     (reject,) = harness.lake_records("rejects/")
-    assert reject["record_id"] == "4" and "plan" in reject["reason"] and "int" in reject["reason"]
+    assert reject["record_id"] == "4" and "canonical customer" in reject["reason"]
+    assert "metadata.plan" in reject["reason"] and "valid string" in reject["reason"]
     assert reject["raw"]["profile"] == {"plan": {"name": 7}}
     assert all(key.startswith("rejects/org=") for key in harness.lake_keys("rejects/"))
+
+
+def test_rows_mapped_onto_an_entity_the_model_does_not_have_keep_their_fields(harness: Any, customers: Any) -> None:
+    config = register(
+        harness,
+        customers,
+        mappings={"member": f"{customers.name}.customers"},
+        sync_config={"field_mappings": {"email_address": "email", "profile.plan.name": "plan"}},
+    )
+    run = sync(harness.engine(), config.integration_id)
+
+    assert (run.records_written, run.records_rejected) == (4, 0)
+    records = {r["record_id"]: r for r in harness.lake_records()}
+    assert records["4"]["data"] == {"email": "d@example.com", "plan": 7}
 
 
 def test_rows_postgresql_encodes_match_the_python_encoding(

@@ -10,6 +10,13 @@ same object lands as the same entity, record id, dedupe key and data however it 
 - `SCHEMA_VERSION`: written on every record; raised whenever an entity changes shape.
 """
 
-from churnguard.canonical.entities import ENTITIES, SCHEMA_VERSION, CanonicalEntity, entity_schema, tombstone
+from churnguard.canonical.entities import (
+    ENTITIES,
+    SCHEMA_VERSION,
+    CanonicalEntity,
+    entity_schema,
+    mapped_onto,
+    tombstone,
+)
 
-__all__ = ["ENTITIES", "SCHEMA_VERSION", "CanonicalEntity", "entity_schema", "tombstone"]
+__all__ = ["ENTITIES", "SCHEMA_VERSION", "CanonicalEntity", "entity_schema", "mapped_onto", "tombstone"]

@@ -326,6 +326,13 @@ def entity_schema(entity: str) -> dict[str, Any]:
     return {"$schema": "https://json-schema.org/draft/2020-12/schema", "x-schema-version": SCHEMA_VERSION, **schema}
 
 
+def mapped_onto(entity: str, provider: str, record_id: str, fields: dict[str, Any]) -> dict[str, Any]:
+    """Fields a `field_mappings` put onto a canonical entity (a database row's), validated as that
+    entity; ValueError (pydantic's ValidationError) when they do not fit it."""
+    model = ENTITIES[entity].model_validate({**fields, "id": record_id, "source_ids": {provider: record_id}})
+    return model.model_dump(mode="json", exclude_none=True)
+
+
 def tombstone(provider: str, record_id: str) -> dict[str, Any]:
     """A deleted object's data: only who it was, so both paths write the same delete."""
     return {"id": record_id, "source_ids": {provider: record_id}}

@@ -20,7 +20,8 @@ from typing import Any
 
 import orjson
 
-from churnguard.canonical.entities import SCHEMA_VERSION, tombstone
+from churnguard.canonical.entities import ENTITIES as CANONICAL_ENTITIES
+from churnguard.canonical.entities import SCHEMA_VERSION, mapped_onto, tombstone
 from churnguard.models import IntegrationConfiguration
 from churnguard.pipeline.encoding import DUMPS_OPTIONS, default, dumps, loads_exact
 from churnguard.pipeline.mapping import FieldMapper, RowFilter, scoped
@@ -110,9 +111,12 @@ class StreamPipeline:
         max_record_bytes: int = MAX_RECORD_BYTES,
         encoded: bool = False,
         canonicalize: Callable[[Row], dict[str, Any]] | None = None,
+        filter_source_rows: bool = False,
     ) -> None:
         """`canonicalize` turns a provider's row into its canonical entity's data (the provider's
-        `canonical.py`); a row it refuses (ValueError) is a reject with the reason."""
+        `canonical.py`); a row it refuses (ValueError) is a reject with the reason. Filters apply
+        to the canonical data, or to the source row with `filter_source_rows` (a database row
+        mapped onto an entity: its filters name its columns)."""
         if encoded and (mapper is not None or row_filter is not None or check is not None or canonicalize):
             raise ValueError("rows the source encoded can be neither mapped, filtered nor checked per row")
         if encoded and context.event_time_field is not None:
@@ -123,6 +127,7 @@ class StreamPipeline:
         self._filter = row_filter
         self._check = check
         self._canonicalize = canonicalize
+        self._filter_source_rows = filter_source_rows or canonicalize is None
         self._max_bytes = max_record_bytes
         self._record_id = _record_id_function(context.primary_key)
         self._single_key = context.primary_key[0] if len(context.primary_key) == 1 else None
@@ -171,8 +176,9 @@ class StreamPipeline:
         append = lines.append
         filtered = 0
         data: Any
+        source_filter = row_filter if self._filter_source_rows else None
         for row in rows:
-            if row_filter is not None and canonicalize is None and not row_filter(row):
+            if source_filter is not None and not source_filter(row):
                 filtered += 1
                 continue
             if single_key is not None:  # the common case, inlined: ints and strings need no call
@@ -241,7 +247,7 @@ class StreamPipeline:
             return None
         if deleting:
             return data["id"], tombstone(self.context.provider, data["id"])
-        if self._filter is not None and not self._filter(data):  # filters name canonical fields
+        if self._filter is not None and not self._filter_source_rows and not self._filter(data):
             batch.filtered += 1
             return None
         return data["id"], data
@@ -348,6 +354,14 @@ def build_pipeline(
     sync = config.sync_config
     mappings = scoped(sync.field_mappings, entity, entities)
     filters = scoped(sync.data_filters, entity, entities)
+    target = record_entity or entity
+    provider = config.provider_name.value
+    mapper = FieldMapper(mappings) if mappings else None
+    filter_source_rows = False
+    if canonicalize is None and mapper is not None and target in CANONICAL_ENTITIES:
+        # Rows mapped onto a canonical entity (database rows) become that entity, validated as it.
+        canonicalize = _mapped_onto(target, provider, mapper, primary_key, raw=sync.include_raw)
+        mapper, filter_source_rows = None, True
     # A canonical entity is validated by its model as it is built; other rows by the entity's checks.
     schema = schema_for(entity) if canonicalize is None else None
     encoded = (
@@ -361,16 +375,31 @@ def build_pipeline(
         StreamContext(
             organization_id=config.organization_id,
             integration_id=config.integration_id,
-            provider=config.provider_name.value,
-            entity=record_entity or entity,
+            provider=provider,
+            entity=target,
             source=source,
             batch_id=batch_id,
             primary_key=primary_key,
             cursor_field=cursor_field,
         ),
-        mapper=FieldMapper(mappings) if mappings else None,
+        mapper=mapper,
         row_filter=RowFilter(filters) if filters else None,
         check=compile_check(schema) if schema is not None and not encoded else None,
         encoded=encoded,
         canonicalize=canonicalize,
+        filter_source_rows=filter_source_rows,
     )
+
+
+def _mapped_onto(
+    entity: str, provider: str, mapper: FieldMapper, primary_key: tuple[str, ...], *, raw: bool
+) -> Callable[[Row], dict[str, Any]]:
+    record_id_of = _record_id_function(primary_key)
+
+    def canonicalize(row: Row) -> dict[str, Any]:
+        data = mapped_onto(entity, provider, record_id_of(row) or "", mapper(row))
+        if raw:
+            data["raw"] = dict(row)
+        return data
+
+    return canonicalize
