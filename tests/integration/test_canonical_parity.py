@@ -11,6 +11,7 @@ provider's object in the form each path got it).
 from __future__ import annotations
 
 import json
+import time
 from datetime import datetime
 from typing import Any
 
@@ -19,12 +20,15 @@ import pytest
 from churnguard.inbound.parsing import InboundEvent
 from churnguard.inbound.queued import ProviderEvent, QueuedEvent
 from churnguard.models import DataSyncMode
+from churnguard.providers.hubspot import webhook as hubspot_webhook
 from churnguard.providers.mailchimp import webhook as mailchimp_webhook
 from churnguard.providers.salesforce import webhook as salesforce_webhook
 from churnguard.providers.sendgrid import webhook as sendgrid_webhook
 from churnguard.providers.stripe import webhook as stripe_webhook
 from churnguard.store.webhooks import WebhookStore
 from churnguard.webhooks.processor import EventProcessor
+from tests.integration.test_connector_hubspot import hubspot as hubspot_fake  # noqa: F401 - a fixture
+from tests.integration.test_connector_hubspot import register as register_hubspot
 from tests.integration.test_connector_mailchimp import LIST_A
 from tests.integration.test_connector_mailchimp import fake as mailchimp_fake  # noqa: F401 - a fixture
 from tests.integration.test_connector_mailchimp import register as register_mailchimp
@@ -34,6 +38,7 @@ from tests.integration.test_connector_sendgrid import fake as sendgrid_fake  # n
 from tests.integration.test_connector_sendgrid import register as register_sendgrid
 from tests.integration.test_connector_stripe import register as register_stripe
 from tests.integration.test_connector_stripe import subscriber
+from tests.support.fake_hubspot import FakeHubSpot
 from tests.support.fake_mailchimp import FakeMailchimp
 from tests.support.fake_salesforce import FakeSalesforce
 from tests.support.fake_sendgrid import FakeSendGrid
@@ -217,6 +222,64 @@ def test_a_source_that_refuses_the_re_read_does_not_hold_the_event_back(
     (landed,) = [r for r in harness.lake_records() if r["record_id"] == subscription_id]
     assert landed["data"]["mrr_complete"] is False, "landed as it came, to be corrected by the next sync"
     assert landed["data"]["discounts"] == [{}]
+
+
+# ---------------------------------------------------------------- HubSpot
+
+
+def test_hubspot_objects_are_the_same_records_by_sync_and_by_webhook(
+    harness: Any,
+    hubspot_fake: FakeHubSpot,  # noqa: F811
+    aws: dict[str, Any],
+) -> None:
+    """HubSpot's events name one changed property: the processor re-reads the object through the
+    integration, so a property change lands as the whole entity the sync writes; the burst of
+    events for one object costs one read."""
+    ids = {
+        object_type: hubspot_fake.seed(2, object_type) for object_type in ("contacts", "companies", "deals", "tickets")
+    }
+    hubspot_fake.associate("deals", ids["deals"][0], "companies", ids["companies"][0])
+    hubspot_fake.associate("tickets", ids["tickets"][0], "contacts", ids["contacts"][0])
+    hubspot_fake.associate("tickets", ids["tickets"][0], "companies", ids["companies"][1])
+    mappings = {"contact": "contacts", "company": "companies", "deal": "deals", "ticket": "tickets"}
+    config = register_hubspot(harness, hubspot_fake, mappings)
+    assert sync(harness.engine(), config.integration_id, mode=DataSyncMode.FULL_SYNC).records_rejected == 0
+
+    entity = {"contacts": "contact", "companies": "company", "deals": "deal", "tickets": "ticket"}
+    occurred = int(time.time() * 1000) - 60_000
+    events = [
+        {
+            "eventId": 7000 + n * 10 + k,
+            "subscriptionType": f"{entity[object_type]}.propertyChange",
+            "objectId": object_id,
+            "propertyName": name,
+            "propertyValue": "changed elsewhere",
+            "changeSource": "CRM_UI",
+            "occurredAt": occurred,
+            "portalId": 62515,
+            "attemptNumber": 0,
+        }
+        for n, (object_type, object_id) in enumerate((t, i) for t, group in ids.items() for i in group)
+        for k, name in enumerate(("hs_lead_status", "notes_last_updated"))
+    ]
+    before = len(hubspot_fake.requests)
+    engine = harness.engine()
+    processor = EventProcessor(
+        WebhookStore(harness.dynamodb, aws["table"]),
+        [harness.lake],
+        max_receive_count=3,
+        current_entity=engine.current_entity,
+    )
+    for event in hubspot_webhook.parse_body(json.dumps(events).encode()):
+        deliver(processor, config.integration_id, "hubspot", event)
+
+    synced, hooked = by_path(harness)
+    every_id = [str(i) for group in ids.values() for i in group]
+    assert_same_records(synced, hooked, every_id)
+    assert {hooked[i]["entity"] for i in every_id} == {"contact", "company", "deal", "ticket"}
+    assert hooked[str(ids["deals"][0])]["data"]["company_id"] == str(ids["companies"][0])
+    reads = [r for r in hubspot_fake.requests[before:] if r.method == "GET" and "/crm/v3/objects/" in r.path]
+    assert len(reads) == len(every_id), "two events for each object, one read each"
 
 
 # ---------------------------------------------------------------- Salesforce

@@ -382,6 +382,20 @@ class FakeHubSpot(FakeApi):
             body["paging"] = {"next": {"after": nxt, "link": f"{self.url}{seen.path}?after={nxt}"}}
         return self._ok(body)
 
+    @route("GET", r"/crm/v3/objects/(?P<object_type>\w+)/(?P<object_id>\d+)")
+    def get_object(self, seen: Seen, object_type: str, object_id: str) -> Reply:
+        if (refused := self._guarded(seen)) is not None:
+            return refused
+        wanted = [p for value in seen.query.get("properties", []) for p in value.split(",") if p]
+        archived = (seen.param("archived", "false") or "").lower() == "true"
+        with self._data:
+            obj = self.objects.get(object_type, {}).get(int(object_id))
+            found = obj is not None and (obj["archived_at"] is not None) == archived
+            rendered = self._render(object_type, obj, wanted) if obj is not None and found else None
+        if rendered is None:
+            return _error(404, "Object not found.  objectId are usually numeric.", "OBJECT_NOT_FOUND")
+        return self._ok(rendered)
+
     @route("POST", r"/crm/v3/objects/(?P<object_type>\w+)/search")
     def search(self, seen: Seen, object_type: str) -> Reply:
         if (refused := self._guarded(seen, search=True)) is not None:

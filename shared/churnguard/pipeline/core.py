@@ -22,7 +22,7 @@ import orjson
 
 from churnguard.canonical.entities import ENTITIES as CANONICAL_ENTITIES
 from churnguard.canonical.entities import SCHEMA_VERSION, mapped_onto, tombstone
-from churnguard.models import IntegrationConfiguration
+from churnguard.models import DATABASE_PROVIDERS, IntegrationConfiguration
 from churnguard.pipeline.encoding import DUMPS_OPTIONS, default, dumps, loads_exact
 from churnguard.pipeline.mapping import FieldMapper, RowFilter, scoped
 from churnguard.pipeline.records import Operation
@@ -356,10 +356,11 @@ def build_pipeline(
     filters = scoped(sync.data_filters, entity, entities)
     target = record_entity or entity
     provider = config.provider_name.value
+    database = config.provider_name in DATABASE_PROVIDERS
     mapper = FieldMapper(mappings) if mappings else None
     filter_source_rows = False
-    if canonicalize is None and mapper is not None and target in CANONICAL_ENTITIES:
-        # Rows mapped onto a canonical entity (database rows) become that entity, validated as it.
+    if canonicalize is None and mapper is not None and target in CANONICAL_ENTITIES and database:
+        # Database rows mapped onto a canonical entity become that entity, validated as it.
         canonicalize = _mapped_onto(target, provider, mapper, primary_key, raw=sync.include_raw)
         mapper, filter_source_rows = None, True
     # A canonical entity is validated by its model as it is built; other rows by the entity's checks.

@@ -13,9 +13,10 @@ holds every event.
 One pipeline per endpoint, entity and mapping is built and kept (its field mapping and checks
 compiled once); each event only rebinds it to its own batch.
 
-An event whose object is incomplete (a Stripe subscription's discounts are ids in events) is
-completed by re-reading the object through the integration's source, when the endpoint's
-integration has credentials; otherwise, or when the source does not answer, it lands as it came.
+An event whose object is incomplete (a Stripe subscription's discounts are ids in events; a
+HubSpot event names one changed property) is completed by re-reading the object through the
+integration's source, when the endpoint's integration has credentials; otherwise, or when the
+source does not answer, it lands as it came.
 
 A message that fails is reported as a batch item failure and retried by SQS; on its last
 receive the failure is recorded as a dead letter (with the error) for the DLQ API, and SQS moves
@@ -47,6 +48,9 @@ logger = logging.getLogger(__name__)
 RECORD_STATE_TTL_SECONDS = 90 * 24 * 3600
 ENDPOINT_CACHE_SECONDS = 30.0
 MAX_CACHED_PIPELINES = 256
+MAX_RECENT_READS = 1024
+# How much later than an event a re-read must be to be trusted to show it (clocks differ).
+READ_CLOCK_MARGIN_SECONDS = 1.0
 SUPERSEDED = "superseded by a newer event for this record"
 ENTITIES = frozenset({*CANONICAL_SCHEMAS, *CANONICAL_ENTITIES})
 
@@ -93,6 +97,7 @@ class EventProcessor:
         self._clock = clock
         self._endpoints: dict[tuple[str, str], tuple[float, StoredEndpoint | None]] = {}
         self._pipelines: dict[tuple[Any, ...], StreamPipeline] = {}
+        self._reads: dict[tuple[str, str, str, str, bool], tuple[float, dict[str, Any]]] = {}
 
     def handle_record(self, message_id: str, body: str, receive_count: int) -> None:
         """Processes one SQS message; on its last attempt a failure is kept as a dead letter.
@@ -161,13 +166,29 @@ class EventProcessor:
             sink.write(part)
 
     def _completed(self, queued: QueuedEvent, change: Change, raw: bool) -> Change:
-        """The change with its object as the source has it now, when the source can say."""
+        """The change as the whole canonical entity the source has now, when the source can say.
+
+        A read made after the event happened already shows it: a burst of events for one object
+        (HubSpot sends one per changed property) costs one read, not one each."""
         if self._current_entity is None:
             return change
-        current = self._current_entity(
-            queued.organization_id, queued.integration_id, change.entity, change.record_id, raw=raw
-        )
-        return change if current is None else replace(change, data=current, incomplete=False)
+        key = (queued.organization_id, queued.integration_id, change.entity, change.record_id, raw)
+        recent = self._reads.get(key)
+        if recent is not None and recent[0] - READ_CLOCK_MARGIN_SECONDS >= change.occurred_at.timestamp():
+            current: dict[str, Any] | None = recent[1]
+        else:
+            read_at = self._clock()
+            current = self._current_entity(
+                queued.organization_id, queued.integration_id, change.entity, change.record_id, raw=raw
+            )
+            if current is not None:
+                self._reads.pop(key, None)
+                if len(self._reads) >= MAX_RECENT_READS:
+                    self._reads.pop(next(iter(self._reads)))
+                self._reads[key] = (read_at, current)
+        if current is None:
+            return change
+        return replace(change, data=current, canonical=True, ordering_key=None, incomplete=False)
 
     def _advance(self, queued: QueuedEvent, change: Change, index: int) -> bool:
         """The ordering step: whether this change is now the newest applied to its record."""

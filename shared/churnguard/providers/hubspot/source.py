@@ -32,7 +32,7 @@ from churnguard.connectors.base import (
     TransientSourceError,
 )
 from churnguard.models import CredentialType, ProviderName, SourceOptions
-from churnguard.providers.hubspot.canonical import MAPPING
+from churnguard.providers.hubspot.canonical import MAPPING, SOURCE_FIELDS
 from churnguard.resilience import ProviderLimits
 
 if TYPE_CHECKING:
@@ -443,6 +443,39 @@ class HubSpotConnector(ApiConnector):
                 if after:
                     pending.append({"id": source, "after": after})
         return found
+
+    def current_object(self, entity: str, object_id: str) -> tuple[str, dict[str, Any]] | None:
+        """One object as its canonical mapping reads it: the properties it maps and, where it
+        maps them, its associations (one GET, plus one associations read per linked type)."""
+        source = self.default_entities.get(entity)
+        fields = SOURCE_FIELDS.get(source or "")
+        if source is None or fields is None:
+            raise NotImplementedError(f"HubSpot objects of the entity {entity!r} are not re-read")
+        properties = sorted(fields - {ASSOCIATIONS})
+        try:
+            obj = self._send(
+                f"re-reading a changed {source[:-1]}",
+                lambda api: api.get_by_id_with_http_info(
+                    source,
+                    object_id,
+                    properties=properties,
+                    archived=False,
+                    _preload_content=False,
+                    _request_timeout=DEFAULT_TIMEOUT,
+                ),
+                "objects",
+            )
+        except SourceError as exc:
+            if exc.kind is CheckStatus.MISSING_OBJECT:
+                return None
+            raise
+        row = _row(obj, {})
+        if ASSOCIATIONS in fields:
+            row[ASSOCIATIONS] = {
+                target: self._associations(source, target, [row["id"]]).get(row["id"], [])
+                for target in _ASSOCIATED.get(source, ())
+            }
+        return source, row
 
     # ------------------------------------------------------------ the connector SDK
 
