@@ -52,6 +52,17 @@ def processor(harness: Any, aws: dict[str, Any]) -> EventProcessor:
     return EventProcessor(WebhookStore(harness.dynamodb, aws["table"]), [harness.lake], max_receive_count=3)
 
 
+@pytest.fixture
+def rereading(harness: Any, aws: dict[str, Any]) -> EventProcessor:
+    """The processor as deployed: it re-reads incomplete objects through the integration's source."""
+    return EventProcessor(
+        WebhookStore(harness.dynamodb, aws["table"]),
+        [harness.lake],
+        max_receive_count=3,
+        current_entity=harness.engine().current_entity,
+    )
+
+
 def deliver(processor: EventProcessor, integration_id: str, provider: str, event: InboundEvent) -> None:
     queued = QueuedEvent(
         organization_id=ORG,
@@ -138,6 +149,7 @@ def test_a_discounted_quantity_3_annual_subscription_has_the_same_mrr_by_sync_an
     stripe_api: Any,
     client: Any,
     aws: dict[str, Any],
+    rereading: EventProcessor,
 ) -> None:
     """A webhook's subscription names its discounts by id; the processor re-reads it through the
     integration's source, so its MRR is the sync's, to the minor unit."""
@@ -171,11 +183,9 @@ def test_a_discounted_quantity_3_annual_subscription_has_the_same_mrr_by_sync_an
         sub_id: json.loads(str(client.v1.subscriptions.retrieve(sub_id))) for sub_id in (discounted_id, tiered_id)
     }
     assert as_delivered[discounted_id]["discounts"] == [f"di_{discounted_id}_0", f"di_{discounted_id}_1"]
-    engine = harness.engine()
-    processor = EventProcessor(store, [harness.lake], max_receive_count=3, current_entity=engine.current_entity)
     for n, obj in enumerate(as_delivered.values()):
         (event,) = stripe_webhook.parse_body(stripe_event(f"evt_discounted_{n}", "customer.subscription.updated", obj))
-        deliver(processor, config.integration_id, "stripe", event)
+        deliver(rereading, config.integration_id, "stripe", event)
 
     synced, hooked = by_path(harness)
     assert_same_records(synced, hooked, [discounted_id, tiered_id])
@@ -200,7 +210,7 @@ def test_a_source_that_refuses_the_re_read_does_not_hold_the_event_back(
     harness: Any,
     stripe_api: Any,
     client: Any,
-    aws: dict[str, Any],
+    rereading: EventProcessor,
 ) -> None:
     product = client.v1.products.create(params={"name": "Solo"})
     plan = client.v1.plans.create(params={"amount": 900, "currency": "usd", "interval": "month", "product": product.id})
@@ -210,15 +220,8 @@ def test_a_source_that_refuses_the_re_read_does_not_hold_the_event_back(
     config = register_stripe(harness, stripe_api, {"subscription": "subscriptions"})
     delivered = json.loads(str(client.v1.subscriptions.retrieve(subscription_id)))
     stripe_api.revoke(API_KEY)
-    engine = harness.engine()
-    processor = EventProcessor(
-        WebhookStore(harness.dynamodb, aws["table"]),
-        [harness.lake],
-        max_receive_count=3,
-        current_entity=engine.current_entity,
-    )
     (event,) = stripe_webhook.parse_body(stripe_event("evt_revoked", "customer.subscription.updated", delivered))
-    deliver(processor, config.integration_id, "stripe", event)
+    deliver(rereading, config.integration_id, "stripe", event)
     (landed,) = [r for r in harness.lake_records() if r["record_id"] == subscription_id]
     assert landed["data"]["mrr_complete"] is False, "landed as it came, to be corrected by the next sync"
     assert landed["data"]["discounts"] == [{}]
@@ -230,7 +233,7 @@ def test_a_source_that_refuses_the_re_read_does_not_hold_the_event_back(
 def test_hubspot_objects_are_the_same_records_by_sync_and_by_webhook(
     harness: Any,
     hubspot_fake: FakeHubSpot,  # noqa: F811
-    aws: dict[str, Any],
+    rereading: EventProcessor,
 ) -> None:
     """HubSpot's events name one changed property: the processor re-reads the object through the
     integration, so a property change lands as the whole entity the sync writes; the burst of
@@ -263,15 +266,8 @@ def test_hubspot_objects_are_the_same_records_by_sync_and_by_webhook(
         for k, name in enumerate(("hs_lead_status", "notes_last_updated"))
     ]
     before = len(hubspot_fake.requests)
-    engine = harness.engine()
-    processor = EventProcessor(
-        WebhookStore(harness.dynamodb, aws["table"]),
-        [harness.lake],
-        max_receive_count=3,
-        current_entity=engine.current_entity,
-    )
     for event in hubspot_webhook.parse_body(json.dumps(events).encode()):
-        deliver(processor, config.integration_id, "hubspot", event)
+        deliver(rereading, config.integration_id, "hubspot", event)
 
     synced, hooked = by_path(harness)
     every_id = [str(i) for group in ids.values() for i in group]

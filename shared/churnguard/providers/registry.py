@@ -70,19 +70,21 @@ def connector_class(provider: ProviderName) -> type[Connector]:
     return cls
 
 
+def _webhook_part(provider: str, module: str, name: str) -> Any:
+    if provider not in WEBHOOK_PROVIDERS:
+        raise KeyError(provider)
+    return getattr(_module(provider, module), name)
+
+
 @cache
 def webhook_scheme(provider: str) -> WebhookScheme:
     """The provider's signature check and parser (KeyError for a provider without webhooks)."""
-    if provider not in WEBHOOK_PROVIDERS:
-        raise KeyError(provider)
-    scheme: WebhookScheme = _module(provider, "webhook").SCHEME
+    scheme: WebhookScheme = _webhook_part(provider, "webhook", "SCHEME")
     return scheme
 
 
 @cache
 def event_changes(provider: str) -> EventChanges:
     """The provider's events → canonical changes (KeyError for a provider without webhooks)."""
-    if provider not in WEBHOOK_PROVIDERS:
-        raise KeyError(provider)
-    changes: EventChanges = _module(provider, "events").changes
+    changes: EventChanges = _webhook_part(provider, "events", "changes")
     return changes
