@@ -278,6 +278,37 @@ def test_hubspot_objects_are_the_same_records_by_sync_and_by_webhook(
     assert len(reads) == len(every_id), "two events for each object, one read each"
 
 
+def test_an_integration_that_cannot_re_read_is_asked_once_not_for_every_event(
+    harness: Any, aws: dict[str, Any]
+) -> None:
+    """An endpoint whose integration has no credentials (one the endpoint created for itself):
+    its HubSpot events land as partial changes, and the processor stops asking for a while."""
+    engine = harness.engine()
+    asked: list[str] = []
+
+    def counted(organization_id: str, integration_id: str, entity: str, object_id: str, *, raw: bool) -> Any:
+        asked.append(object_id)
+        return engine.current_entity(organization_id, integration_id, entity, object_id, raw=raw)
+
+    processor = EventProcessor(
+        WebhookStore(harness.dynamodb, aws["table"]), [harness.lake], max_receive_count=3, current_entity=counted
+    )
+    changes = [
+        {"eventId": 900 + n, "subscriptionType": "contact.propertyChange", "objectId": 40 + n}
+        | {"propertyName": "email", "propertyValue": f"p{n}@example.com", "occurredAt": 1_700_000_000_000}
+        for n in range(3)
+    ]
+    for event in hubspot_webhook.parse_body(json.dumps(changes).encode()):
+        deliver(processor, "int_without_credentials", "hubspot", event)
+
+    assert asked == ["40"]
+    landed = {r["record_id"]: r["data"] for r in harness.lake_records()}
+    assert {record_id: data["email"] for record_id, data in landed.items()} == {
+        str(40 + n): f"p{n}@example.com" for n in range(3)
+    }
+    assert all("source_ids" not in data for data in landed.values()), "partial changes, not entities"
+
+
 # ---------------------------------------------------------------- Salesforce
 
 

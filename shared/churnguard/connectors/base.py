@@ -79,6 +79,11 @@ class SourceError(ChurnGuardError):
         self.retry_after = retry_after
 
 
+class ReReadUnavailable(Exception):
+    """An integration cannot re-read single objects: it has no credentials, or its source
+    cannot. Nothing is wrong; its webhook events land as they came."""
+
+
 class TransientSourceError(SourceError):
     """A source failed in a way that may pass: unreachable, timed out, overloaded. The retry
     policy retries it within an invocation; its class name lets Step Functions retry it across."""
@@ -336,8 +341,8 @@ class Connector(ABC):
         """One object as the source has it now, as a sync hands it over, with the source it was
         read from; None when it is gone. For webhook events that carry an incomplete object (a
         Stripe subscription's discounts are ids there). Sources that cannot re-read one object
-        raise NotImplementedError."""
-        raise NotImplementedError(f"{self.provider.value} does not re-read single objects")
+        (or an entity of it) raise ReReadUnavailable."""
+        raise ReReadUnavailable(f"{self.provider.value} does not re-read single objects")
 
     def current_entity(self, entity: str, object_id: str, *, raw: bool) -> dict[str, Any] | None:
         """`current_object` as its canonical entity's data (None: gone, or not a canonical entity)."""

@@ -38,6 +38,7 @@ from churnguard.connectors.base import (
     Connector,
     Page,
     Position,
+    ReReadUnavailable,
     SourceError,
     SourcePausedError,
     Stream,
@@ -250,20 +251,18 @@ class SyncEngine:
         self, organization_id: str, integration_id: str, entity: str, object_id: str, *, raw: bool
     ) -> dict[str, Any] | None:
         """One object as the integration's source has it now, as its canonical entity: what a
-        webhook event with an incomplete object is completed from. None when the integration
-        cannot be asked (no credentials, a source that cannot re-read one object) or fails to
-        answer, or the object is gone: the event then lands as it came, and is never held back or
-        dead-lettered because the source is down."""
+        webhook event with an incomplete object is completed from. Raises ReReadUnavailable when
+        the integration cannot be asked (no credentials, a source that cannot re-read one
+        object); None when the source fails to answer or the object is gone: the event then
+        lands as it came, and is never held back or dead-lettered because the source is down."""
         if self._integrations.get_credentials_envelope(organization_id, integration_id) is None:
-            return None
+            raise ReReadUnavailable("the integration has no credentials")
         config = self._integrations.get(organization_id, integration_id)
         if config.provider_name not in supported_providers():
-            return None
+            raise ReReadUnavailable(f"{config.provider_name.value} has no source")
         connector = self._connector(config)
         try:
             return connector.current_entity(entity, object_id, raw=raw)
-        except NotImplementedError:
-            return None
         except (SourceError, CircuitOpenError) as exc:
             logger.warning(
                 "could not re-read an object from its source",

@@ -34,6 +34,7 @@ from hashlib import blake2b
 from typing import Any, Protocol
 
 from churnguard.canonical import ENTITIES as CANONICAL_ENTITIES
+from churnguard.connectors.base import ReReadUnavailable
 from churnguard.inbound.changes import Change, include_raw
 from churnguard.inbound.queued import QueuedEvent
 from churnguard.pipeline.core import Batch, StreamContext, StreamPipeline
@@ -51,6 +52,7 @@ MAX_CACHED_PIPELINES = 256
 MAX_RECENT_READS = 1024
 # How much later than an event a re-read must be to be trusted to show it (clocks differ).
 READ_CLOCK_MARGIN_SECONDS = 1.0
+UNAVAILABLE_RETRY_SECONDS = 60.0
 SUPERSEDED = "superseded by a newer event for this record"
 ENTITIES = frozenset({*CANONICAL_SCHEMAS, *CANONICAL_ENTITIES})
 
@@ -98,6 +100,8 @@ class EventProcessor:
         self._endpoints: dict[tuple[str, str], tuple[float, StoredEndpoint | None]] = {}
         self._pipelines: dict[tuple[Any, ...], StreamPipeline] = {}
         self._reads: dict[tuple[str, str, str, str, bool], tuple[float, dict[str, Any]]] = {}
+        # Sources that said they cannot re-read (no credentials): not asked again for a while.
+        self._unavailable: dict[tuple[str, str, str], float] = {}
 
     def handle_record(self, message_id: str, body: str, receive_count: int) -> None:
         """Processes one SQS message; on its last attempt a failure is kept as a dead letter.
@@ -172,15 +176,24 @@ class EventProcessor:
         (HubSpot sends one per changed property) costs one read, not one each."""
         if self._current_entity is None:
             return change
+        source = (queued.organization_id, queued.integration_id, change.entity)
+        said_no = self._unavailable.get(source)
+        if said_no is not None and time.monotonic() - said_no < UNAVAILABLE_RETRY_SECONDS:
+            return change
         key = (queued.organization_id, queued.integration_id, change.entity, change.record_id, raw)
         recent = self._reads.get(key)
         if recent is not None and recent[0] - READ_CLOCK_MARGIN_SECONDS >= change.occurred_at.timestamp():
             current: dict[str, Any] | None = recent[1]
         else:
             read_at = self._clock()
-            current = self._current_entity(
-                queued.organization_id, queued.integration_id, change.entity, change.record_id, raw=raw
-            )
+            try:
+                current = self._current_entity(
+                    queued.organization_id, queued.integration_id, change.entity, change.record_id, raw=raw
+                )
+            except ReReadUnavailable:
+                self._unavailable[source] = time.monotonic()
+                return change
+            self._unavailable.pop(source, None)
             if current is not None:
                 self._reads.pop(key, None)
                 if len(self._reads) >= MAX_RECENT_READS:

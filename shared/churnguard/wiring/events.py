@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-from functools import cache
 from typing import TYPE_CHECKING, Any
 
 from churnguard import aws
@@ -25,19 +24,22 @@ def event_processor() -> EventProcessor:
         WebhookStore(aws.client("dynamodb"), table_name()),
         sinks(retry),
         max_receive_count=env_int("WEBHOOK_MAX_RECEIVE_COUNT", 5),
-        current_entity=_current_entity,
+        current_entity=_SourceRereads(),
     )
 
 
-def _current_entity(
-    organization_id: str, integration_id: str, entity: str, object_id: str, *, raw: bool
-) -> dict[str, Any] | None:
-    """Re-reads through the sync engine, built on the first event that needs it (most never do)."""
-    return _engine().current_entity(organization_id, integration_id, entity, object_id, raw=raw)
+class _SourceRereads:
+    """Re-reads through the sync engine, built on the first event that needs it (most never
+    do), once per processor: the engine reads this function's environment when it is built."""
 
+    def __init__(self) -> None:
+        self._engine: SyncEngine | None = None
 
-@cache
-def _engine() -> SyncEngine:
-    from churnguard.wiring.engine import sync_engine
+    def __call__(
+        self, organization_id: str, integration_id: str, entity: str, object_id: str, *, raw: bool
+    ) -> dict[str, Any] | None:
+        if self._engine is None:
+            from churnguard.wiring.engine import sync_engine
 
-    return sync_engine()
+            self._engine = sync_engine()
+        return self._engine.current_entity(organization_id, integration_id, entity, object_id, raw=raw)

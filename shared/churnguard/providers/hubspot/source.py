@@ -25,6 +25,7 @@ from churnguard.connectors.base import (
     CheckStatus,
     Page,
     Position,
+    ReReadUnavailable,
     SourceError,
     SourcePausedError,
     Stream,
@@ -450,7 +451,7 @@ class HubSpotConnector(ApiConnector):
         source = self.default_entities.get(entity)
         fields = SOURCE_FIELDS.get(source or "")
         if source is None or fields is None:
-            raise NotImplementedError(f"HubSpot objects of the entity {entity!r} are not re-read")
+            raise ReReadUnavailable(f"HubSpot objects of the entity {entity!r} are not re-read")
         properties = sorted(fields - {ASSOCIATIONS})
         try:
             obj = self._send(

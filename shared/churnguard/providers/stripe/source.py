@@ -14,7 +14,7 @@ from functools import partial
 from typing import TYPE_CHECKING, Any, ClassVar, TypeVar
 
 from churnguard.connectors.api import DEFAULT_TIMEOUT, ApiConnector, ApiObject, http_error, unreachable
-from churnguard.connectors.base import CheckStatus, Page, Position, SourceError, Stream
+from churnguard.connectors.base import CheckStatus, Page, Position, ReReadUnavailable, SourceError, Stream
 from churnguard.models import ProviderName
 from churnguard.providers.stripe.canonical import MAPPING, ref, with_coupons
 from churnguard.resilience import ProviderLimits
@@ -422,7 +422,7 @@ class StripeConnector(ApiConnector):
         source = self.default_entities.get(entity)
         kind = _KINDS.get(source or "")
         if source is None or kind is None:
-            raise NotImplementedError(f"Stripe has no object for the entity {entity!r}")
+            raise ReReadUnavailable(f"Stripe has no object for the entity {entity!r}")
         current = self._retrieve(kind, object_id)
         if current is None or current.get("deleted"):
             return None
