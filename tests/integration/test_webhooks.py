@@ -39,6 +39,8 @@ from tests.support.webhooks import (
 )
 
 MAX_RECEIVES = 2
+# Allowances count per clock minute: a test that counts them starts no later than this second.
+LATEST_START_SECOND = 45
 
 
 class Consumer:
@@ -353,12 +355,29 @@ def test_signature_validation_can_be_switched_off_for_trusted_test_setups(
     assert hooks.deliver("stripe", "org_a", b"{not json")["statusCode"] == 400
 
 
-def test_rate_limit_answers_429_with_retry_after(hooks: Hooks, monkeypatch: pytest.MonkeyPatch) -> None:
+def limits(hooks: Hooks, monkeypatch: pytest.MonkeyPatch, **values: int) -> None:
+    """Sets the receiver's allowances, and starts the test early in a minute: allowances count
+    per clock minute, and a test's deliveries (a few seconds) must not straddle two of them."""
     from churnguard.config import platform_settings
 
-    monkeypatch.setenv("WEBHOOK_RATE_LIMIT_PER_MINUTE", "2")
+    for name, value in values.items():
+        monkeypatch.setenv(f"WEBHOOK_{name.upper()}", str(value))
     platform_settings.cache_clear()
     hooks.receiver = load_handler_module("webhook_receiver")
+    into_minute = time.time() % 60
+    if into_minute > LATEST_START_SECOND:
+        time.sleep(60 - into_minute + 0.1)
+
+
+def signed(hooks: Hooks, event_id: str, source_ip: str = "203.0.113.9") -> dict[str, Any]:
+    body = stripe_customer(event_id)
+    return hooks.deliver(
+        "stripe", "org_a", body, headers={"Stripe-Signature": stripe_header(body)}, source_ip=source_ip
+    )
+
+
+def test_rate_limit_answers_429_with_retry_after(hooks: Hooks, monkeypatch: pytest.MonkeyPatch) -> None:
+    limits(hooks, monkeypatch, rate_limit_per_minute=2)
     hooks.endpoint(provider="stripe", secret_key=STRIPE_SECRET)
     statuses = []
     for n in range(3):
@@ -368,22 +387,6 @@ def test_rate_limit_answers_429_with_retry_after(hooks: Hooks, monkeypatch: pyte
     assert statuses == [200, 200, 429]
     assert 1 <= int(response["headers"]["Retry-After"]) <= 60
     assert hooks.queued() == 2
-
-
-def limits(hooks: Hooks, monkeypatch: pytest.MonkeyPatch, **values: int) -> None:
-    from churnguard.config import platform_settings
-
-    for name, value in values.items():
-        monkeypatch.setenv(f"WEBHOOK_{name.upper()}", str(value))
-    platform_settings.cache_clear()
-    hooks.receiver = load_handler_module("webhook_receiver")
-
-
-def signed(hooks: Hooks, event_id: str, source_ip: str = "203.0.113.9") -> dict[str, Any]:
-    body = stripe_customer(event_id)
-    return hooks.deliver(
-        "stripe", "org_a", body, headers={"Stripe-Signature": stripe_header(body)}, source_ip=source_ip
-    )
 
 
 def test_unverified_deliveries_never_spend_the_organisations_allowance(
