@@ -12,12 +12,20 @@ from aws_lambda_powertools import Logger, Metrics
 from aws_lambda_powertools.logging import correlation_paths
 from aws_lambda_powertools.utilities.typing import LambdaContext
 
-from churnguard.api import ingestion_rules, integrations, keys, schemas, syncs, webhooks
+from churnguard.api import dashboard, ingestion_rules, integrations, keys, schemas, syncs, webhooks
 from churnguard.api.http import build_app
 
 logger = Logger()
 metrics = Metrics()
-app = build_app(integrations.router, keys.router, syncs.router, webhooks.router, ingestion_rules.router, schemas.router)
+app = build_app(
+    integrations.router,
+    keys.router,
+    syncs.router,
+    webhooks.router,
+    ingestion_rules.router,
+    schemas.router,
+    dashboard.router,
+)
 
 
 @logger.inject_lambda_context(correlation_id_path=correlation_paths.API_GATEWAY_HTTP)

@@ -175,3 +175,11 @@ def test_admin_command_bootstraps_a_key_against_the_local_cloud(
     assert missing.returncode == 2
     assert "make dev" in missing.stderr
     assert "Traceback" not in missing.stderr
+
+
+def test_readiness_is_public_through_the_gateway(management_url: str) -> None:
+    """No key, and the authorizer is not asked: a load balancer can poll it."""
+    answer = requests.get(f"{management_url}/api/dashboard/health", timeout=30)
+    assert answer.status_code == 200, answer.text
+    assert answer.json() == {"status": "ready", "checks": {"dynamodb": "ok", "s3": "ok", "queue": "ok"}}
+    assert answer.headers["Cache-Control"] == "no-store"

@@ -59,12 +59,12 @@ def aws(monkeypatch: pytest.MonkeyPatch) -> Iterator[dict[str, Any]]:
         token_key = kms.create_key(KeySpec="HMAC_256", KeyUsage="GENERATE_VERIFY_MAC")["KeyMetadata"]["Arn"]
         monkeypatch.setenv("PAGE_TOKEN_KEY_ID", token_key)
         from churnguard import aws as aws_clients
-        from churnguard.api import integrations, keys
+        from churnguard.api import dashboard, integrations, keys
 
-        for cached in (aws_clients.client, integrations.service, keys.service):
+        for cached in (aws_clients.client, integrations.service, keys.service, dashboard.probe):
             cached.cache_clear()
         yield {"dynamodb": dynamodb, "kms": kms, "table": TABLE, "key_arn": key_arn}
-        for cached in (aws_clients.client, integrations.service, keys.service):
+        for cached in (aws_clients.client, integrations.service, keys.service, dashboard.probe):
             cached.cache_clear()
 
 

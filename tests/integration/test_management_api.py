@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 from typing import Any
 
+import boto3
 import pytest
 
 from tests.integration.conftest import ManagementApi
@@ -436,3 +437,28 @@ def test_the_canonical_schemas_are_served_by_version(api: ManagementApi) -> None
     missing = api.call("GET", "/api/schemas/opportunity")
     assert missing.status == 404 and missing.body["error"]["code"] == "not_found"
     assert api.call("GET", "/api/schemas", org=None).status == 401
+
+
+def test_readiness_is_public_and_says_which_dependency_does_not_answer(
+    api: ManagementApi, lake: Any, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from churnguard.api import dashboard
+    from tests.support.sync import BUCKET
+
+    queue_url = boto3.client("sqs").create_queue(QueueName="webhook-events")["QueueUrl"]
+    monkeypatch.setenv("WEBHOOK_QUEUE_URL", queue_url)
+    dashboard.probe.cache_clear()
+    ready = api.call("GET", "/api/dashboard/health", org=None)
+    assert ready.status == 200
+    assert ready.body == {"status": "ready", "checks": {"dynamodb": "ok", "s3": "ok", "queue": "ok"}}
+
+    lake.delete_bucket(Bucket=BUCKET)
+    dashboard.probe.cache_clear()
+    degraded = api.call("GET", "/api/dashboard/health", org=None)
+    assert degraded.status == 503
+    assert degraded.body == {"status": "degraded", "checks": {"dynamodb": "ok", "s3": "unreachable", "queue": "ok"}}
+    assert BUCKET not in degraded.raw and "org_" not in degraded.raw, "it names no resource and no organisation"
+
+    spec = api.call("GET", "/api/openapi.json", org=None).body
+    operation = spec["paths"]["/api/dashboard/health"]["get"]
+    assert operation["security"] == [] and "401" not in operation["responses"]

@@ -96,7 +96,8 @@ WEBHOOK_ROUTES = {
     ("GET", "/webhooks/health"),
 }
 
-DOCS_ROUTES = {("GET", "/api/docs"), ("GET", "/api/openapi.json")}
+# The routes anyone may call: the API's documentation and readiness, which names no organisation.
+PUBLIC_ROUTES = {("GET", "/api/docs"), ("GET", "/api/openapi.json"), ("GET", "/api/dashboard/health")}
 
 REQUIRED_OUTPUTS = {
     "ManagementApiUrl",
@@ -259,9 +260,9 @@ def test_the_event_processor_reports_partial_batch_failures() -> None:
     assert sqs["FunctionResponseTypes"] == ["ReportBatchItemFailures"]
 
 
-def test_only_the_docs_are_public() -> None:
+def test_only_the_docs_and_readiness_are_public() -> None:
     public = {route for route, event in template_routes().items() if event.get("Auth", {}).get("Authorizer") == "NONE"}
-    assert public == DOCS_ROUTES
+    assert public == PUBLIC_ROUTES
 
 
 def test_the_authorizer_guards_every_other_route() -> None:

@@ -35,7 +35,7 @@ from churnguard.jsontext import JsonTextError, loads_strict
 
 logger = Logger(child=True)
 
-PUBLIC_ROUTES = frozenset({"/api/docs", "/api/openapi.json"})
+PUBLIC_ROUTES = frozenset({"/api/docs", "/api/openapi.json", "/api/dashboard/health"})
 BODY_METHODS = frozenset({"POST", "PUT", "PATCH"})
 OPENAPI_INFO: dict[str, Any] = {
     "title": "ChurnGuard Integrations management API",
@@ -198,7 +198,11 @@ def document_errors(document: dict[str, Any]) -> dict[str, Any]:
     schemas["ErrorResponse"] = ERROR_RESPONSE_SCHEMA
     for path, item in document.get("paths", {}).items():
         for method, operation in item.items():
-            statuses = {400, 401, 413, 415, 422, 503}
+            if path in PUBLIC_ROUTES:  # no key, no parameters: only the body checks apply
+                operation["security"] = []
+                statuses = {400, 413, 415}
+            else:
+                statuses = {400, 401, 413, 415, 422, 503}
             if "{" in path:
                 statuses.add(404)
             if method in {"post", "put", "patch", "delete"}:

@@ -1,0 +1,1 @@
+"""The operations dashboard: what an operator sees of the platform. So far its readiness probe."""
