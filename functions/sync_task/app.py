@@ -9,6 +9,7 @@ from functools import lru_cache
 from typing import Any
 
 from aws_lambda_powertools import Logger, Metrics
+from aws_lambda_powertools.metrics import MetricUnit
 from aws_lambda_powertools.utilities.typing import LambdaContext
 
 from churnguard import aws
@@ -20,6 +21,7 @@ from churnguard.tracing import traced
 
 logger = Logger()
 metrics = Metrics()
+FINISHING_ACTIONS = ("finalize", "fail")
 
 
 @lru_cache(maxsize=1)
@@ -39,4 +41,9 @@ def lambda_handler(event: dict[str, Any], context: LambdaContext) -> dict[str, A
     ref = event.get("ref") if isinstance(event.get("ref"), dict) else {}
     annotations = {name: str(ref[name]) for name in ("organization_id", "integration_id", "sync_id") if name in ref}
     with traced(f"sync_{event.get('action', 'task')}", **annotations):
-        return run_task(event, context.get_remaining_time_in_millis, launcher, remove_integration_schedule)
+        result = run_task(event, context.get_remaining_time_in_millis, launcher, remove_integration_schedule)
+    if event.get("action") in FINISHING_ACTIONS:
+        # Counted once per run, when it ends: the dashboard's records written and rejected.
+        metrics.add_metric(name="RecordsWritten", unit=MetricUnit.Count, value=result["records_written"])
+        metrics.add_metric(name="RecordsRejected", unit=MetricUnit.Count, value=result["records_rejected"])
+    return result

@@ -183,3 +183,26 @@ def test_readiness_is_public_through_the_gateway(management_url: str) -> None:
     assert answer.status_code == 200, answer.text
     assert answer.json() == {"status": "ready", "checks": {"dynamodb": "ok", "s3": "ok", "queue": "ok"}}
     assert answer.headers["Cache-Control"] == "no-store"
+
+
+def test_the_stack_has_an_operations_dashboard_of_every_function_queue_workflow_and_alarm(cloud: Any) -> None:
+    cloudwatch = cloud.boto3_client("cloudwatch")
+    name = cloud.resources["OperationsDashboard"]["physical_id"]
+    body = json.loads(cloudwatch.get_dashboard(DashboardName=name)["DashboardBody"])
+    metrics = [line for widget in body["widgets"] for line in widget["properties"].get("metrics", [])]
+    functions = {line[3] for line in metrics if line[:2] == ["AWS/Lambda", "Errors"]}
+    assert functions == {
+        cloud.resources[f]["physical_id"]
+        for f in (
+            "ManagementFunction",
+            "AuthorizerFunction",
+            "SyncTaskFunction",
+            "WebhookReceiverFunction",
+            "EventProcessorFunction",
+        )
+    }
+    assert ["AWS/States", "ExecutionsTimedOut"] in [line[:2] for line in metrics]
+    (alarm_widget,) = [w for w in body["widgets"] if w["type"] == "alarm"]
+    every_alarm = {a["AlarmArn"] for a in cloudwatch.describe_alarms()["MetricAlarms"]}
+    assert set(alarm_widget["properties"]["alarms"]) <= every_alarm
+    assert len(alarm_widget["properties"]["alarms"]) == 12

@@ -19,6 +19,7 @@ import psycopg2
 import pytest
 
 from tests.e2e.conftest import Tenant, register_postgres
+from tests.e2e.test_webhooks_e2e import wait_until
 from tests.support.sync import POSTGRES_URL, DatabaseUrl
 
 ROWS = 2_500
@@ -119,7 +120,7 @@ def test_a_transient_failure_is_retried_by_the_state_machine_and_every_row_lands
 
 
 def test_full_then_incremental_sync_through_the_state_machine(
-    cloud: Any, new_tenant: Any, customers_table: tuple[Any, str]
+    cloud: Any, new_tenant: Any, customers_table: tuple[Any, str], capsys: pytest.CaptureFixture[str]
 ) -> None:
     conn, schema = customers_table
     tenant: Tenant = new_tenant(f"org_sync_{uuid.uuid4().hex[:6]}")
@@ -143,6 +144,14 @@ def test_full_then_incremental_sync_through_the_state_machine(
     ids = lake_ids(cloud, tenant.organization_id, sync_id)
     assert len(ids) == ROWS
     assert set(ids) == set(range(1, ROWS + 1))
+    # The finished run is counted in the platform's metrics (the CloudWatch dashboard's records).
+    emitted: list[dict[str, Any]] = []
+
+    def counted() -> bool:
+        emitted.extend(json.loads(line) for line in capsys.readouterr().out.splitlines() if '"_aws"' in line)
+        return any(m.get("RecordsWritten") == [float(ROWS)] and m.get("RecordsRejected") == [0.0] for m in emitted)
+
+    wait_until(counted, "the finished sync's records in the metrics", timeout=30)
 
     with conn.cursor() as cur:
         cur.execute(f"UPDATE {schema}.customers SET mrr = mrr + 1, updated_at = now() WHERE id <= 40")

@@ -5,6 +5,7 @@ Reads the template and the code statically: nothing is deployed and no handler c
 
 from __future__ import annotations
 
+import json
 import re
 from pathlib import Path
 from typing import Any
@@ -109,6 +110,7 @@ REQUIRED_OUTPUTS = {
     "AlertTopicArn",
     "ManagementFunctionName",
     "AuthorizerFunctionName",
+    "OperationsDashboardName",
 }
 
 
@@ -426,6 +428,47 @@ def test_alarms_can_publish_to_the_encrypted_topic() -> None:
         assert isinstance(alarm_name, dict) and str(alarm_name.get("Fn::Sub", "")).startswith("${AWS::StackName}-"), (
             name
         )
+
+
+def dashboard_body() -> dict[str, Any]:
+    """The operations dashboard's body, its `${…}` references replaced by their names."""
+    (dashboard,) = resources_of("AWS::CloudWatch::Dashboard").values()
+    text = dashboard["Properties"]["DashboardBody"]["Fn::Sub"]
+    return dict(json.loads(re.sub(r"\$\{([^}]+)\}", r"<\1>", text)))
+
+
+def test_the_operations_dashboard_shows_every_function_the_queues_the_workflow_and_every_alarm() -> None:
+    body = dashboard_body()
+    metrics = [tuple(line[:4]) for w in body["widgets"] for line in w["properties"].get("metrics", []) if len(line) > 3]
+    for metric in ("Invocations", "Errors", "Throttles", "Duration"):
+        assert {m[3] for m in metrics if m[:2] == ("AWS/Lambda", metric)} == {f"<{name}>" for name in FUNCTIONS}
+    assert ("AWS/SQS", "ApproximateAgeOfOldestMessage", "QueueName", "<WebhookQueue.QueueName>") in metrics
+    assert (
+        "AWS/SQS",
+        "ApproximateNumberOfMessagesVisible",
+        "QueueName",
+        "<WebhookDeadLetterQueue.QueueName>",
+    ) in metrics
+    for metric in ("ExecutionsStarted", "ExecutionsFailed", "ExecutionsTimedOut"):
+        assert ("AWS/States", metric, "StateMachineArn", "<SyncStateMachine>") in metrics
+    (alarms,) = [w["properties"]["alarms"] for w in body["widgets"] if w["type"] == "alarm"]
+    assert sorted(alarms) == sorted(f"<{name}.Arn>" for name in resources_of("AWS::CloudWatch::Alarm"))
+    searched = " ".join(
+        str(line[0].get("expression", ""))
+        for w in body["widgets"]
+        for line in w["properties"].get("metrics", [])
+        if isinstance(line[0], dict)
+    )
+    for metric in ("WebhookEventsAccepted", "WebhookSignaturesRejected", "RecordsWritten", "RecordsRejected"):
+        assert f'MetricName="{metric}"' in searched
+
+
+def test_queue_age_and_sync_timeouts_have_alarms() -> None:
+    watched = {
+        (a["Properties"]["Namespace"], a["Properties"]["MetricName"])
+        for a in resources_of("AWS::CloudWatch::Alarm").values()
+    }
+    assert {("AWS/SQS", "ApproximateAgeOfOldestMessage"), ("AWS/States", "ExecutionsTimedOut")} <= watched
 
 
 @pytest.mark.parametrize("name", sorted(FUNCTIONS))

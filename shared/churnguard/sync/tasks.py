@@ -39,10 +39,13 @@ class TaskEvent(StrictModel):
 
 
 class TaskSummary(Model):
+    """What a finished run reports to the workflow, and to the platform's metrics."""
+
     sync_id: str
     status: str
     records_read: int
     records_written: int
+    records_rejected: int = 0
 
 
 def run_task(
@@ -72,6 +75,7 @@ def run_task(
         status=run.status.value,
         records_read=run.records_read,
         records_written=run.records_written,
+        records_rejected=run.records_rejected,
     ).model_dump()
 
 
