@@ -255,12 +255,14 @@ class SyncEngine:
         the integration cannot be asked (no credentials, a source that cannot re-read one
         object); None when the source fails to answer or the object is gone: the event then
         lands as it came, and is never held back or dead-lettered because the source is down."""
-        if self._integrations.get_credentials_envelope(organization_id, integration_id) is None:
-            raise ReReadUnavailable("the integration has no credentials")
-        config = self._integrations.get(organization_id, integration_id)
-        if config.provider_name not in supported_providers():
-            raise ReReadUnavailable(f"{config.provider_name.value} has no source")
-        connector = self._connector(config)
+        try:
+            config = self._integrations.get(organization_id, integration_id)
+            if config.provider_name not in supported_providers():
+                raise ReReadUnavailable(f"{config.provider_name.value} has no source")
+            # Loading the credentials is the check that there are any (NotFoundError otherwise).
+            connector = self._connector(config)
+        except NotFoundError:
+            raise ReReadUnavailable("the integration is gone or has no credentials") from None
         try:
             return connector.current_entity(entity, object_id, raw=raw)
         except (SourceError, CircuitOpenError) as exc:
