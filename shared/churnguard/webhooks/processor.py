@@ -31,7 +31,7 @@ from collections.abc import Callable, Mapping
 from dataclasses import replace
 from functools import lru_cache
 from hashlib import blake2b
-from typing import Any, Protocol
+from typing import Any, Protocol, TypeVar
 
 from churnguard.canonical import ENTITIES as CANONICAL_ENTITIES
 from churnguard.connectors.base import ReReadUnavailable
@@ -77,6 +77,18 @@ class CurrentEntity(Protocol):
     def __call__(
         self, organization_id: str, integration_id: str, entity: str, object_id: str, *, raw: bool
     ) -> dict[str, Any] | None: ...
+
+
+K = TypeVar("K")
+V = TypeVar("V")
+
+
+def _keep(cache: dict[K, V], key: K, value: V, limit: int) -> None:
+    """Stores `value` as the newest entry, dropping the oldest when `cache` holds `limit`."""
+    cache.pop(key, None)
+    if len(cache) >= limit:
+        cache.pop(next(iter(cache)))
+    cache[key] = value
 
 
 STOPPED_ON_FINAL_ATTEMPT = "the processor stopped (crashed or timed out) during the event's final attempt"
@@ -195,10 +207,7 @@ class EventProcessor:
                 return change
             self._unavailable.pop(source, None)
             if current is not None:
-                self._reads.pop(key, None)
-                if len(self._reads) >= MAX_RECENT_READS:
-                    self._reads.pop(next(iter(self._reads)))
-                self._reads[key] = (read_at, current)
+                _keep(self._reads, key, (read_at, current), MAX_RECENT_READS)
         if current is None:
             return change
         return replace(change, data=current, canonical=True, ordering_key=None, incomplete=False)
@@ -228,8 +237,6 @@ class EventProcessor:
         )
         pipeline = self._pipelines.get(key)
         if pipeline is None:
-            if len(self._pipelines) >= MAX_CACHED_PIPELINES:
-                self._pipelines.pop(next(iter(self._pipelines)))
             pipeline = StreamPipeline(
                 StreamContext(
                     organization_id=queued.organization_id,
@@ -246,7 +253,7 @@ class EventProcessor:
                 check=None if change.canonical else _schema_check(change.entity),
                 canonicalize=_canonical_data if change.canonical else None,
             )
-            self._pipelines[key] = pipeline
+            _keep(self._pipelines, key, pipeline, MAX_CACHED_PIPELINES)
         return pipeline
 
     def _endpoint(self, organization_id: str, provider: str) -> StoredEndpoint | None:
