@@ -11,6 +11,7 @@ from typing import Any
 import requests
 
 from tests.e2e.test_webhooks_e2e import lake_lines, wait_until
+from tests.integration.test_connector_stripe import subscriber
 from tests.support.fake_stripe import API_KEY
 from tests.support.webhooks import STRIPE_SECRET, stripe_event, stripe_header
 
@@ -23,18 +24,10 @@ def test_a_discounted_subscription_event_lands_with_the_mrr_the_sync_would_write
     plan = client.v1.plans.create(
         params={"amount": 12000, "currency": "usd", "interval": "year", "product": product.id}
     )
-    customer = client.v1.customers.create(params={"email": "ada@example.com"})
-    card = client.v1.payment_methods.create(
-        params={"type": "card", "card": {"number": "4242424242424242", "exp_month": 12, "exp_year": 2030, "cvc": "123"}}
-    )
-    client.v1.payment_methods.attach(card.id, params={"customer": customer.id})
-    client.v1.customers.update(customer.id, params={"invoice_settings": {"default_payment_method": card.id}})
-    subscription = client.v1.subscriptions.create(
-        params={"customer": customer.id, "items": [{"plan": plan.id, "quantity": 3}]}
-    )
+    _, subscription_id = subscriber(client, plan.id, "ada@example.com", quantity=3)
     client.v1.coupons.create(params={"id": "TENTH", "percent_off": 10, "duration": "forever"})
     client.v1.coupons.create(params={"id": "FIVER", "amount_off": 500, "currency": "usd", "duration": "forever"})
-    stripe_api.discount(subscription.id, "TENTH", "FIVER")
+    stripe_api.discount(subscription_id, "TENTH", "FIVER")
 
     integration = tenant.request(
         "POST",
@@ -60,7 +53,7 @@ def test_a_discounted_subscription_event_lands_with_the_mrr_the_sync_would_write
     )
     assert endpoint.status_code == 201, endpoint.text
 
-    as_sent = json.loads(str(client.v1.subscriptions.retrieve(subscription.id)))
+    as_sent = json.loads(str(client.v1.subscriptions.retrieve(subscription_id)))
     assert all(isinstance(discount, str) for discount in as_sent["discounts"]), "an event carries discount ids"
     body = stripe_event(f"evt_{uuid.uuid4().hex[:12]}", "customer.subscription.updated", as_sent)
     asked_before = len(stripe_api.requests)
@@ -75,13 +68,13 @@ def test_a_discounted_subscription_event_lands_with_the_mrr_the_sync_would_write
     prefix = f"org={tenant.organization_id}/provider=stripe/entity=subscription/"
     wait_until(lambda: bool(lake_lines(cloud, prefix)), "the subscription in the lake")
     (record,) = lake_lines(cloud, prefix)
-    assert record["record_id"] == subscription.id and record["source"] == "webhook:customer.subscription.updated"
+    assert record["record_id"] == subscription_id and record["source"] == "webhook:customer.subscription.updated"
     # (3 × 120.00 a year − 10 % − 5.00 a year) / 12 = 26.58 a month, as the sync computes it.
     assert (record["data"]["mrr_minor"], record["data"]["mrr_complete"]) == (2658, True)
     assert [d["coupon_id"] for d in record["data"]["discounts"]] == ["TENTH", "FIVER"]
     reads = [
         r
         for r in stripe_api.requests[asked_before:]
-        if r.method == "GET" and r.path == f"/v1/subscriptions/{subscription.id}"
+        if r.method == "GET" and r.path == f"/v1/subscriptions/{subscription_id}"
     ]
     assert len(reads) == 1, "the processor asked Stripe for the subscription once"
