@@ -50,3 +50,20 @@ def test_a_provider_without_webhooks_has_no_scheme_and_no_endpoint() -> None:
         WebhookEndpointCreateRequest.model_validate({"provider": "postgresql", "secret_key": "s" * 32})
     schema = WebhookEndpointCreateRequest.model_json_schema()
     assert sorted(schema["properties"]["provider"]["enum"]) == sorted(registry.WEBHOOK_PROVIDERS)
+
+
+@pytest.mark.parametrize(
+    ("provider", "options", "problem"),
+    [
+        ("sendgrid", {}, "sendgrid_public_key"),
+        ("salesforce", {}, "salesforce_organization_id"),
+        ("custom", {"custom_scheme": "hmac_sha256"}, "signature_header"),
+        ("custom", {"custom_scheme": "hmac_sha256", "signature_header": "X-Sig"}, None),
+        ("stripe", {}, None),
+    ],
+)
+def test_each_scheme_says_what_its_endpoints_must_also_set(
+    provider: str, options: dict[str, str], problem: str | None
+) -> None:
+    found = registry.webhook_scheme(provider).endpoint_problem(options)
+    assert (found is None) if problem is None else (found is not None and problem in found)

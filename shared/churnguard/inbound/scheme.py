@@ -33,6 +33,10 @@ class Acknowledgement:
     body: str
 
 
+def _no_problem(_endpoint: Mapping[str, Any]) -> str | None:
+    return None
+
+
 @dataclass(frozen=True)
 class WebhookScheme:
     """How one provider proves a delivery is its own and what events a delivery carries.
@@ -47,3 +51,5 @@ class WebhookScheme:
     acknowledgement: Acknowledgement | None = None
     # The provider checks a URL with a GET (verified like a delivery) before it saves it.
     answers_validation_get: bool = False
+    # What an endpoint for this provider must also set, as a message naming it (None: nothing).
+    endpoint_problem: Callable[[Mapping[str, Any]], str | None] = _no_problem

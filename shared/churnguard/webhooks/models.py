@@ -147,18 +147,12 @@ class WebhookEndpoint(EndpointOptions):
 
     @model_validator(mode="after")
     def _provider_rules(self) -> WebhookEndpoint:
-        if webhook_scheme(self.provider.value).needs_secret and not self.has_secret:
+        scheme = webhook_scheme(self.provider.value)
+        if scheme.needs_secret and not self.has_secret:
             raise ValueError(f"a {self.provider.value} endpoint needs secret_key")
-        if self.provider is ProviderName.SENDGRID and not self.sendgrid_public_key:
-            raise ValueError("a sendgrid endpoint needs sendgrid_public_key (the Event Webhook verification key)")
-        if self.provider is ProviderName.SALESFORCE and not self.salesforce_organization_id:
-            raise ValueError("a salesforce endpoint needs salesforce_organization_id")
-        if (
-            self.provider is ProviderName.CUSTOM
-            and self.custom_scheme is CustomScheme.HMAC_SHA256
-            and not self.signature_header
-        ):
-            raise ValueError("custom_scheme hmac_sha256 needs signature_header")
+        problem = scheme.endpoint_problem(dict(self))
+        if problem is not None:
+            raise ValueError(problem)
         return self
 
 

@@ -45,6 +45,14 @@ def _verify(delivery: Delivery) -> None:
         verify_standard_webhooks(delivery.body, delivery.headers, delivery.secrets(), delivery.now)
 
 
+def _endpoint_problem(endpoint: Mapping[str, Any]) -> str | None:
+    if endpoint.get("custom_scheme") == "hmac_sha256" and not endpoint.get("signature_header"):
+        return "custom_scheme hmac_sha256 needs signature_header"
+    return None
+
+
 SCHEME = WebhookScheme(
-    verify=_verify, parse=lambda delivery: parse_body(delivery.body, delivery.headers, delivery.endpoint)
+    verify=_verify,
+    parse=lambda delivery: parse_body(delivery.body, delivery.headers, delivery.endpoint),
+    endpoint_problem=_endpoint_problem,
 )

@@ -5,6 +5,9 @@ every message must name, and may also carry a `?token=` secret. Salesforce wants
 
 from __future__ import annotations
 
+from collections.abc import Mapping
+from typing import Any
+
 from churnguard.inbound import parsing
 from churnguard.inbound.parsing import MAX_EVENTS_PER_DELIVERY, InboundEvent, ParseError
 from churnguard.inbound.scheme import Acknowledgement, Delivery, WebhookScheme
@@ -74,4 +77,12 @@ def _parse(delivery: Delivery) -> list[InboundEvent]:
     return events
 
 
-SCHEME = WebhookScheme(verify=_verify, parse=_parse, needs_secret=False, acknowledgement=ACK)
+def _endpoint_problem(endpoint: Mapping[str, Any]) -> str | None:
+    return (
+        None if endpoint.get("salesforce_organization_id") else "a salesforce endpoint needs salesforce_organization_id"
+    )
+
+
+SCHEME = WebhookScheme(
+    verify=_verify, parse=_parse, needs_secret=False, acknowledgement=ACK, endpoint_problem=_endpoint_problem
+)

@@ -73,4 +73,15 @@ def _verify(delivery: Delivery) -> None:
     )
 
 
-SCHEME = WebhookScheme(verify=_verify, parse=lambda delivery: parse_body(delivery.body), needs_secret=False)
+def _endpoint_problem(endpoint: Mapping[str, Any]) -> str | None:
+    if endpoint.get("sendgrid_public_key"):
+        return None
+    return "a sendgrid endpoint needs sendgrid_public_key (the Event Webhook verification key)"
+
+
+SCHEME = WebhookScheme(
+    verify=_verify,
+    parse=lambda delivery: parse_body(delivery.body),
+    needs_secret=False,
+    endpoint_problem=_endpoint_problem,
+)
