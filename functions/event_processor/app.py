@@ -40,7 +40,10 @@ def record_handler(record: SQSRecord) -> None:
 @logger.inject_lambda_context
 @metrics.log_metrics
 def lambda_handler(event: dict[str, Any], context: LambdaContext) -> dict[str, Any]:
-    result = process_partial_response(event=event, record_handler=record_handler, processor=batch, context=context)
+    try:
+        result = process_partial_response(event=event, record_handler=record_handler, processor=batch, context=context)
+    finally:
+        processor().flush_activity()
     failed = len(result.get("batchItemFailures", []))
     metrics.add_metric(name="WebhookEventsProcessed", unit=MetricUnit.Count, value=len(event["Records"]) - failed)
     metrics.add_metric(name="WebhookEventsFailed", unit=MetricUnit.Count, value=failed)

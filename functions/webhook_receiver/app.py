@@ -23,13 +23,16 @@ def receiver() -> WebhookReceiver:
     from churnguard import aws
     from churnguard.config import env_str, kms_key_id, platform_settings, table_name
     from churnguard.crypto import CredentialCipher
+    from churnguard.store.activity import ActivityStore
     from churnguard.store.webhooks import WebhookStore
     from churnguard.webhooks.receiver import ReceiverSettings
     from churnguard.webhooks.secrets import SecretResolver
 
     settings = platform_settings()
+    dynamodb = aws.client("dynamodb")
     return WebhookReceiver(
-        store=WebhookStore(aws.client("dynamodb"), table_name()),
+        store=WebhookStore(dynamodb, table_name()),
+        activity=ActivityStore(dynamodb, table_name()),
         secrets=SecretResolver(CredentialCipher(aws.client("kms"), kms_key_id())),
         sqs=aws.client("sqs"),
         queue_url=env_str("WEBHOOK_QUEUE_URL"),

@@ -9,7 +9,22 @@ from typing import Any
 from pydantic import ConfigDict, Field
 
 from churnguard.connectors.base import Stream
-from churnguard.models import DataSyncMode, Model, ProviderName, StrictModel, SyncConfiguration
+from churnguard.models import (
+    DataSyncMode,
+    IntegrationConfiguration,
+    Model,
+    ProviderName,
+    StrictModel,
+    SyncConfiguration,
+)
+from churnguard.providers.registry import supported_providers
+
+BATCH_MODES = frozenset({DataSyncMode.FULL_SYNC, DataSyncMode.INCREMENTAL, DataSyncMode.SCHEDULED})
+
+
+def wants_schedule(config: IntegrationConfiguration) -> bool:
+    """Whether the integration syncs on a schedule (every `sync_frequency` seconds)."""
+    return config.provider_name in supported_providers() and config.sync_config.sync_mode in BATCH_MODES
 
 
 class SyncStatus(StrEnum):
@@ -58,6 +73,19 @@ class StreamProgress(Model):
     estimated_total: int | None = None
 
 
+class QuotaUsage(Model):
+    """The provider allocation the account had used when the run last heard (see QuotaReading)."""
+
+    used: int
+    limit: int
+    what: str
+    observed_at: datetime
+
+    @property
+    def share(self) -> float:
+        return self.used / self.limit if self.limit > 0 else 0.0
+
+
 class SyncRun(Model):
     model_config = ConfigDict(extra="forbid")
 
@@ -82,6 +110,7 @@ class SyncRun(Model):
     version: int = 1
     paused_until: datetime | None = None
     pause_reason: str | None = None
+    quota: QuotaUsage | None = None
     # Kept outside the versioned document (see store.syncs), so asking to cancel never races a
     # checkpoint; read back into the model.
     cancel_requested: bool = False
@@ -236,3 +265,80 @@ class SyncRunView(Model):
 class SyncHistoryPage(Model):
     items: list[SyncRunView]
     next_token: str | None = None
+
+
+RECENT_RUNS = 20
+
+
+class RunOutcome(Model):
+    """One finished run, as an integration's recent history keeps it."""
+
+    sync_id: str
+    status: SyncStatus
+    trigger: str
+    started_at: datetime
+    finished_at: datetime
+    duration_seconds: float
+    records_read: int
+    records_written: int
+    records_rejected: int
+    error: str | None = None
+
+    @classmethod
+    def of(cls, run: SyncRun) -> RunOutcome:
+        finished = run.finished_at or run.updated_at
+        return cls(
+            sync_id=run.sync_id,
+            status=run.status,
+            trigger=run.trigger,
+            started_at=run.started_at,
+            finished_at=finished,
+            duration_seconds=round(max(0.0, (finished - run.started_at).total_seconds()), 3),
+            records_read=run.records_read,
+            records_written=run.records_written,
+            records_rejected=run.records_rejected,
+            error=run.errors[-1].message if run.status is SyncStatus.FAILED and run.errors else None,
+        )
+
+
+class EntityActivity(Model):
+    last_success_at: datetime
+    records_last_run: int
+    records_total: int
+
+
+class RunHistory(Model):
+    """What the dashboard needs of an integration's runs without reading them: kept per
+    integration (store.run_history) and updated as each run finishes."""
+
+    integration_id: str
+    runs: list[RunOutcome] = Field(default_factory=list, description=f"the last {RECENT_RUNS}, newest first")
+    last_success_at: datetime | None = None
+    # When the last successful run started: every change before it was read.
+    last_success_started_at: datetime | None = None
+    consecutive_failures: int = 0
+    quota: QuotaUsage | None = None
+    entities: dict[str, EntityActivity] = Field(default_factory=dict)
+    version: int = 0
+
+    def with_run(self, run: SyncRun) -> RunHistory:
+        """This history with `run` (finished) added; the same history if it is there already."""
+        if any(outcome.sync_id == run.sync_id for outcome in self.runs):
+            return self
+        outcome = RunOutcome.of(run)
+        after = self.model_copy(deep=True)
+        after.runs = [outcome, *self.runs][:RECENT_RUNS]
+        after.quota = run.quota or self.quota
+        if run.status is SyncStatus.SUCCEEDED:
+            after.last_success_at, after.last_success_started_at = outcome.finished_at, run.started_at
+            after.consecutive_failures = 0
+            for progress in run.streams:
+                before = after.entities.get(progress.stream.entity)
+                after.entities[progress.stream.entity] = EntityActivity(
+                    last_success_at=outcome.finished_at,
+                    records_last_run=progress.records_written,
+                    records_total=(before.records_total if before else 0) + progress.records_written,
+                )
+        elif run.status is SyncStatus.FAILED:
+            after.consecutive_failures += 1
+        return after

@@ -61,10 +61,11 @@ def aws(monkeypatch: pytest.MonkeyPatch) -> Iterator[dict[str, Any]]:
         from churnguard import aws as aws_clients
         from churnguard.api import dashboard, integrations, keys
 
-        for cached in (aws_clients.client, integrations.service, keys.service, dashboard.probe):
+        caches = (aws_clients.client, integrations.service, keys.service, dashboard.probe, dashboard.services)
+        for cached in caches:
             cached.cache_clear()
         yield {"dynamodb": dynamodb, "kms": kms, "table": TABLE, "key_arn": key_arn}
-        for cached in (aws_clients.client, integrations.service, keys.service, dashboard.probe):
+        for cached in caches:
             cached.cache_clear()
 
 

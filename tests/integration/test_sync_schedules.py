@@ -10,7 +10,8 @@ import pytest
 
 from churnguard.errors import ConflictError, NotFoundError
 from churnguard.models import IntegrationConfiguration
-from churnguard.sync.schedules import SyncScheduler, rate_expression, schedule_name, wants_schedule
+from churnguard.runs import wants_schedule
+from churnguard.sync.schedules import SyncScheduler, rate_expression, schedule_name
 from churnguard.sync.tasks import run_task
 
 TARGET = "arn:aws:lambda:us-east-1:123456789012:function:churnguard-sync-task"

@@ -17,8 +17,10 @@ from churnguard.models import IntegrationConfiguration, IntegrationCredentials, 
 from churnguard.pipeline.sinks import S3DataLakeSink, Sink
 from churnguard.resilience import RetryPolicy
 from churnguard.runs import StepResult, SyncRef, SyncRun
+from churnguard.store.activity import ActivityStore
 from churnguard.store.circuit_breakers import CircuitBreakerStore
 from churnguard.store.integrations import IntegrationStore
+from churnguard.store.run_history import RunHistoryStore
 from churnguard.store.syncs import SyncStore
 from churnguard.sync.engine import SyncEngine
 
@@ -92,6 +94,8 @@ class SyncHarness:
         self.service = IntegrationService(self.integrations, CredentialCipher(aws["kms"], aws["key_arn"]))
         self.syncs = SyncStore(self.dynamodb, aws["table"])
         self.breakers = CircuitBreakerStore(self.dynamodb, aws["table"])
+        self.activity = ActivityStore(self.dynamodb, aws["table"])
+        self.histories = RunHistoryStore(self.dynamodb, aws["table"])
         self.lake = S3DataLakeSink(s3, BUCKET, RetryPolicy(attempts=0, base_delay=0.0))
 
     def register(
@@ -129,6 +133,8 @@ class SyncHarness:
             save_credentials=self.service.replace_credentials,
             breakers=self.breakers,
             sinks=sinks if sinks is not None else [self.lake],
+            activity=self.activity,
+            histories=self.histories,
             **{"cancel_poll_seconds": 0.0, "sleep": lambda _seconds: None, **options},
         )
 

@@ -214,6 +214,16 @@ _STATE_DECODERS: dict[str, Callable[[str], Any]] = {
 CredentialsSaver = Callable[[IntegrationCredentials], object]
 
 
+@dataclass(frozen=True)
+class QuotaReading:
+    """How much of a provider's daily request allocation the account has used, as the provider
+    last said (Salesforce's Sforce-Limit-Info, HubSpot's X-HubSpot-RateLimit-Daily headers)."""
+
+    used: int
+    limit: int
+    what: str
+
+
 class Connector(ABC):
     provider: ClassVar[ProviderName]
     # Databases: opening a query (or any other call) is the request the rate limit counts;
@@ -336,6 +346,10 @@ class Connector(ABC):
         if rewound:
             return Position(cursor=cursor, recent=position.recent.next_read())
         return replace(position, recent=position.recent.next_read())
+
+    def quota(self) -> QuotaReading | None:
+        """The account's use of its provider allocation, where the provider reports it."""
+        return None
 
     def current_object(self, entity: str, object_id: str) -> tuple[str, dict[str, Any]] | None:
         """One object as the source has it now, as a sync hands it over, with the source it was

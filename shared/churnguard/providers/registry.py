@@ -26,6 +26,9 @@ class Provider:
     name: str  # a ProviderName value, and the provider's folder
     source: str | None = None  # the sync source's class in <folder>/source.py
     webhooks: bool = False  # <folder>/webhook.py (SCHEME) and <folder>/events.py (changes)
+    # How long the source keeps the changes an incremental sync reads: an integration that has
+    # not synced for longer starts losing changes (the dashboard's time to data loss).
+    change_retention_seconds: int | None = None
 
 
 PROVIDERS: Mapping[str, Provider] = {
@@ -34,7 +37,9 @@ PROVIDERS: Mapping[str, Provider] = {
         Provider("postgresql", source="PostgresConnector"),
         Provider("mysql", source="MySqlConnector"),
         Provider("mongodb", source="MongoConnector"),
-        Provider("stripe", source="StripeConnector", webhooks=True),
+        # Incremental syncs read /v1/events, which Stripe keeps for 30 days; past that a sync reads
+        # everything again and deletions in between are not seen.
+        Provider("stripe", source="StripeConnector", webhooks=True, change_retention_seconds=30 * 86_400),
         Provider("hubspot", source="HubSpotConnector", webhooks=True),
         Provider("salesforce", source="SalesforceConnector", webhooks=True),
         Provider("mailchimp", source="MailchimpConnector", webhooks=True),

@@ -11,7 +11,7 @@ from __future__ import annotations
 from typing import Any
 
 from churnguard.resilience import CLOSED, HALF_OPEN, OPEN, BreakerState
-from churnguard.store.keys import circuit_key
+from churnguard.store.keys import CIRCUIT_PREFIX, circuit_key, org_pk
 
 
 class CircuitBreakerStore:
@@ -24,6 +24,22 @@ class CircuitBreakerStore:
             TableName=self._table, Key=circuit_key(organization_id, integration_id), ConsistentRead=True
         ).get("Item")
         return _state(item) if item else BreakerState()
+
+    def all(self, organization_id: str) -> dict[str, BreakerState]:
+        """Every breaker of the organisation's integrations that has ever counted a failure."""
+        request: dict[str, Any] = {
+            "TableName": self._table,
+            "KeyConditionExpression": "pk = :pk AND begins_with(sk, :prefix)",
+            "ExpressionAttributeValues": {":pk": {"S": org_pk(organization_id)}, ":prefix": {"S": CIRCUIT_PREFIX}},
+        }
+        found: dict[str, BreakerState] = {}
+        while True:
+            response = self._db.query(**request)
+            for item in response.get("Items", []):
+                found[item["sk"]["S"][len(CIRCUIT_PREFIX) :]] = _state(item)
+            if "LastEvaluatedKey" not in response:
+                return found
+            request["ExclusiveStartKey"] = response["LastEvaluatedKey"]
 
     def record_failure(self, organization_id: str, integration_id: str, now: float, threshold: int) -> BreakerState:
         """Counts one failure atomically, then opens the breaker if this one reached the threshold

@@ -15,6 +15,7 @@ from churnguard.store.keys import (
     integration_key,
     integration_name_key,
     org_pk,
+    run_history_key,
 )
 
 _QUERY_PAGE = 100
@@ -101,6 +102,23 @@ class IntegrationStore:
                 return found, None
             request["ExclusiveStartKey"] = last_key
 
+    def all(self, organization_id: str) -> list[IntegrationConfiguration]:
+        """Every integration of the organisation, in as few queries as their size allows (a
+        query returns up to 1 MB: about 400 integrations)."""
+        request: dict[str, Any] = {
+            "TableName": self._table,
+            "KeyConditionExpression": "pk = :pk AND begins_with(sk, :prefix)",
+            "ExpressionAttributeValues": {":pk": {"S": org_pk(organization_id)}, ":prefix": {"S": INTEGRATION_PREFIX}},
+            "ProjectionExpression": "doc",
+        }
+        found: list[IntegrationConfiguration] = []
+        while True:
+            response = self._db.query(**request)
+            found.extend(IntegrationConfiguration.model_validate_json(item["doc"]["S"]) for item in response["Items"])
+            if "LastEvaluatedKey" not in response:
+                return found
+            request["ExclusiveStartKey"] = response["LastEvaluatedKey"]
+
     def update(
         self,
         before: IntegrationConfiguration,
@@ -148,6 +166,7 @@ class IntegrationStore:
                 },
                 {"Delete": {"TableName": self._table, "Key": integration_name_key(org, config.integration_name)}},
                 {"Delete": {"TableName": self._table, "Key": credentials_key(org, integration_id)}},
+                {"Delete": {"TableName": self._table, "Key": run_history_key(org, integration_id)}},
             ],
             name=config.integration_name,
             version_index=0,

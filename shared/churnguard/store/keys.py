@@ -91,3 +91,32 @@ def record_state_key(
 
 def deadletter_key(organization_id: str, message_key: str) -> dict[str, dict[str, str]]:
     return key(org_pk(organization_id), DEADLETTER_PREFIX + message_key)
+
+
+RUNSTATS_PREFIX = "RUNSTATS#"
+ALERT_PREFIX = "ALERT#"
+ALERT_OPEN_PREFIX = "ALERT_OPEN#"
+ALERT_SETTINGS_SK = "ALERT_SETTINGS"
+ORGANIZATION_INDEX_PK = "ORGANIZATIONS"
+
+
+def run_history_key(organization_id: str, integration_id: str) -> dict[str, dict[str, str]]:
+    return key(org_pk(organization_id), RUNSTATS_PREFIX + integration_id)
+
+
+def alert_key(organization_id: str, alert_id: str) -> dict[str, dict[str, str]]:
+    return key(org_pk(organization_id), ALERT_PREFIX + alert_id)
+
+
+def open_alert_key(organization_id: str, rule: str, subject: str) -> dict[str, dict[str, str]]:
+    """Held while an alert of `rule` about `subject` is open or acknowledged: one at a time."""
+    return key(org_pk(organization_id), f"{ALERT_OPEN_PREFIX}{rule}#{subject}")
+
+
+def alert_settings_key(organization_id: str) -> dict[str, dict[str, str]]:
+    return key(org_pk(organization_id), ALERT_SETTINGS_SK)
+
+
+def organization_index_key(organization_id: str) -> dict[str, dict[str, str]]:
+    """The list of organisations the alert evaluator walks (one query, no scan)."""
+    return key(ORGANIZATION_INDEX_PK, organization_id)

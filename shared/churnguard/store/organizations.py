@@ -5,7 +5,7 @@ from __future__ import annotations
 from typing import Any
 
 from churnguard.models import utc_now
-from churnguard.store.keys import ORGANIZATION_SK, key, org_pk
+from churnguard.store.keys import ORGANIZATION_INDEX_PK, ORGANIZATION_SK, key, org_pk, organization_index_key
 
 
 class OrganizationStore:
@@ -14,7 +14,12 @@ class OrganizationStore:
         self._table = table_name
 
     def ensure(self, organization_id: str) -> bool:
-        """Creates the organisation unless it exists; True when it was created now."""
+        """Creates the organisation unless it exists (and lists it in the index either way, for
+        organisations created before the index); True when it was created now."""
+        self._db.put_item(
+            TableName=self._table,
+            Item={**organization_index_key(organization_id), "entity": {"S": "organization_index"}},
+        )
         try:
             self._db.put_item(
                 TableName=self._table,
@@ -29,3 +34,19 @@ class OrganizationStore:
         except self._db.exceptions.ConditionalCheckFailedException:
             return False
         return True
+
+    def all(self) -> list[str]:
+        """Every organisation's id, from the index."""
+        request: dict[str, Any] = {
+            "TableName": self._table,
+            "KeyConditionExpression": "pk = :pk",
+            "ExpressionAttributeValues": {":pk": {"S": ORGANIZATION_INDEX_PK}},
+            "ProjectionExpression": "sk",
+        }
+        found: list[str] = []
+        while True:
+            response = self._db.query(**request)
+            found.extend(item["sk"]["S"] for item in response.get("Items", []))
+            if "LastEvaluatedKey" not in response:
+                return found
+            request["ExclusiveStartKey"] = response["LastEvaluatedKey"]

@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import contextlib
 import json
+from collections.abc import Sequence
 from typing import Any
 
 from churnguard.errors import ConflictError, NotFoundError
@@ -103,12 +104,19 @@ class SyncStore:
                 {"sync_id": run.sync_id, "reason": "concurrent_modification"},
             ) from None
 
-    def finish(self, run: SyncRun, *, cursor_states: dict[str, dict[str, Any]] | None) -> None:
+    def finish(
+        self,
+        run: SyncRun,
+        *,
+        cursor_states: dict[str, dict[str, Any]] | None,
+        counters: Sequence[dict[str, Any]] = (),
+    ) -> None:
         """Writes a finished run (and, for a success, the cursor the next incremental sync starts
-        from) in one transaction, then releases the lock if it is still this run's."""
+        from; and `counters`, updates of store.activity, so a run counts exactly once) in one
+        transaction, then releases the lock if it is still this run's."""
         expected = run.version
         run.version += 1
-        items = [self._run_update(run, expected)]
+        items = [self._run_update(run, expected), *({"Update": update} for update in counters)]
         if cursor_states is not None:
             items.append(
                 {
@@ -154,11 +162,15 @@ class SyncStore:
 
     def running(self, organization_id: str, now: float) -> list[str]:
         """The sync ids holding a live lock in the organisation: its syncs that have not ended."""
+        return list(self.running_by_integration(organization_id, now).values())
+
+    def running_by_integration(self, organization_id: str, now: float) -> dict[str, str]:
+        """{integration_id: sync_id} of the live locks in the organisation."""
         request: dict[str, Any] = {
             "TableName": self._table,
             "KeyConditionExpression": "pk = :pk AND begins_with(sk, :prefix)",
             "FilterExpression": "expires_at > :now",
-            "ProjectionExpression": "sync_id",
+            "ProjectionExpression": "sk, sync_id",
             "ExpressionAttributeValues": {
                 ":pk": {"S": org_pk(organization_id)},
                 ":prefix": {"S": SYNC_LOCK_PREFIX},
@@ -166,13 +178,26 @@ class SyncStore:
             },
             "ConsistentRead": True,
         }
-        holders: list[str] = []
+        holders: dict[str, str] = {}
         while True:
             response = self._db.query(**request)
-            holders.extend(item["sync_id"]["S"] for item in response.get("Items", []))
+            for item in response.get("Items", []):
+                holders[item["sk"]["S"][len(SYNC_LOCK_PREFIX) :]] = item["sync_id"]["S"]
             if "LastEvaluatedKey" not in response:
                 return holders
             request["ExclusiveStartKey"] = response["LastEvaluatedKey"]
+
+    def get_many(self, organization_id: str, runs: dict[str, str]) -> list[SyncRun]:
+        """The runs {integration_id: sync_id}, in batches of 100 (one call each)."""
+        keys = [sync_key(organization_id, integration, sync) for integration, sync in runs.items()]
+        found: list[SyncRun] = []
+        for start in range(0, len(keys), 100):
+            request: dict[str, Any] = {self._table: {"Keys": keys[start : start + 100], "ConsistentRead": True}}
+            while request:
+                response = self._db.batch_get_item(RequestItems=request)
+                found.extend(_run(item) for item in response.get("Responses", {}).get(self._table, []))
+                request = response.get("UnprocessedKeys") or {}
+        return found
 
     def withdraw(self, run: SyncRun) -> None:
         """Removes a run that was created but never started, and its lock if it is still the run's."""

@@ -245,6 +245,8 @@ class WebhookStore:
             Item={
                 **deadletter_key(organization_id, message_key),
                 "entity": {"S": "deadletter"},
+                # Outside the document, so the dashboard counts them per integration cheaply.
+                "integration_id": {"S": str(document.get("integration_id") or "")},
                 "doc": {"S": json.dumps(document, separators=(",", ":"))},
             },
         )
@@ -266,6 +268,24 @@ class WebhookStore:
         last = response.get("LastEvaluatedKey")
         documents = [json.loads(item["doc"]["S"]) for item in response.get("Items", [])]
         return documents, pagetokens.issue(organization_id, "deadletters", last["sk"]["S"]) if last else None
+
+    def deadletters_by_integration(self, organization_id: str) -> dict[str, int]:
+        """How many dead letters wait per integration: one query of a small projection."""
+        request: dict[str, Any] = {
+            "TableName": self._table,
+            "KeyConditionExpression": "pk = :pk AND begins_with(sk, :prefix)",
+            "ExpressionAttributeValues": {":pk": {"S": org_pk(organization_id)}, ":prefix": {"S": DEADLETTER_PREFIX}},
+            "ProjectionExpression": "integration_id",
+        }
+        counts: dict[str, int] = {}
+        while True:
+            response = self._db.query(**request)
+            for item in response.get("Items", []):
+                integration_id = item.get("integration_id", {}).get("S", "")
+                counts[integration_id] = counts.get(integration_id, 0) + 1
+            if "LastEvaluatedKey" not in response:
+                return counts
+            request["ExclusiveStartKey"] = response["LastEvaluatedKey"]
 
     def delete_deadletter(self, organization_id: str, message_key: str) -> None:
         self._db.delete_item(TableName=self._table, Key=deadletter_key(organization_id, message_key))

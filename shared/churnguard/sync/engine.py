@@ -65,6 +65,7 @@ from churnguard.resilience import CircuitBreaker, CircuitOpenError, Guard, RateL
 from churnguard.runs import (
     MAX_ERRORS,
     TERMINAL_STATUSES,
+    QuotaUsage,
     StepResult,
     StreamProgress,
     SyncError,
@@ -75,8 +76,10 @@ from churnguard.runs import (
     SyncRunView,
     SyncStatus,
 )
+from churnguard.store.activity import ActivityStore
 from churnguard.store.circuit_breakers import CircuitBreakerStore
 from churnguard.store.integrations import IntegrationStore
+from churnguard.store.run_history import RunHistoryStore
 from churnguard.store.syncs import SyncStore
 
 FLUSH_RECORDS = 50_000
@@ -115,6 +118,8 @@ class SyncEngine:
         cancel_poll_seconds: float = CANCEL_POLL_SECONDS,
         source_encoding: bool = True,
         max_concurrent_syncs: int | None = None,
+        activity: ActivityStore | None = None,
+        histories: RunHistoryStore | None = None,
     ) -> None:
         """`source_encoding=False` makes every row take the Python encoding path, even where the
         source could encode it (tests compare the two)."""
@@ -134,6 +139,8 @@ class SyncEngine:
         self._cancel_poll = cancel_poll_seconds
         self._source_encoding = source_encoding
         self._max_concurrent = max_concurrent_syncs
+        self._activity = activity
+        self._histories = histories
 
     # ------------------------------------------------------------ API operations
 
@@ -364,6 +371,7 @@ class SyncEngine:
         when asked to, else succeeded; idempotent for a finished run."""
         run = self._syncs.get(ref.organization_id, ref.integration_id, ref.sync_id)
         if run.status in TERMINAL_STATUSES:
+            self._remember(run)  # a retried finalize: the first may have stopped before this
             return run
         if error is not None:
             self._record_error(run, error)
@@ -487,6 +495,11 @@ class SyncEngine:
         uploads: ThreadPoolExecutor,
     ) -> _Flush | None:
         """Starts writing `batch` as the stream's next part; None when there is nothing to record."""
+        reading = connector.quota()
+        if reading is not None:
+            run.quota = QuotaUsage(
+                used=reading.used, limit=reading.limit, what=reading.what, observed_at=_utc(self._clock())
+            )
         progress = run.streams[index]
         state = connector.state_of(progress.stream, position) if position != Position() else progress.state
         if not read and not done and state == progress.state:
@@ -547,9 +560,36 @@ class SyncEngine:
         if status is SyncStatus.SUCCEEDED:
             cursor_states = self._syncs.last_cursor(run.organization_id, run.integration_id)
             cursor_states.update({p.stream.entity: p.state for p in run.streams if p.state})
-        self._syncs.finish(run, cursor_states=cursor_states)
+        self._syncs.finish(run, cursor_states=cursor_states, counters=self._counters(run, now))
         self._update_integration(run)
+        self._remember(run)
         return run
+
+    def _counters(self, run: SyncRun, now: float) -> list[dict[str, Any]]:
+        """The dashboard's counters of a finished run, written with it (store.activity)."""
+        if self._activity is None:
+            return []
+        duration = ((run.finished_at or run.updated_at) - run.started_at).total_seconds()
+        counts = {
+            f"syncs_{run.status.value}": 1,
+            "records_written": run.records_written,
+            "records_rejected": run.records_rejected,
+        }
+        per_day = {**counts, "sync_seconds": round(duration)}
+        return [
+            self._activity.hour_update(run.organization_id, counts, now),
+            self._activity.day_update(run.organization_id, run.integration_id, per_day, now),
+        ]
+
+    def _remember(self, run: SyncRun) -> None:
+        """Adds the finished run to its integration's history; the run itself is already final,
+        so a failure here is logged, not raised."""
+        if self._histories is None:
+            return
+        try:
+            self._histories.record(run)
+        except Exception:
+            logger.exception("could not record the run in its integration's history", extra={"sync_id": run.sync_id})
 
     def _update_integration(self, run: SyncRun) -> None:
         """Mirrors the outcome onto the integration (last_sync_at, totals, last_error), retrying

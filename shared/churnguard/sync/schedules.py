@@ -13,11 +13,10 @@ import json
 import math
 from typing import Any
 
-from churnguard.models import DataSyncMode, IntegrationConfiguration, IntegrationStatus
-from churnguard.providers.registry import supported_providers
+from churnguard.models import IntegrationConfiguration, IntegrationStatus
+from churnguard.runs import wants_schedule
 
 SCHEDULED_SYNC_ACTION = "scheduled_sync"
-_BATCH_MODES = frozenset({DataSyncMode.FULL_SYNC, DataSyncMode.INCREMENTAL, DataSyncMode.SCHEDULED})
 
 
 def schedule_name(integration_id: str) -> str:
@@ -27,10 +26,6 @@ def schedule_name(integration_id: str) -> str:
 def rate_expression(sync_frequency_seconds: int) -> str:
     minutes = max(1, math.ceil(sync_frequency_seconds / 60))
     return "rate(1 minute)" if minutes == 1 else f"rate({minutes} minutes)"
-
-
-def wants_schedule(config: IntegrationConfiguration) -> bool:
-    return config.provider_name in supported_providers() and config.sync_config.sync_mode in _BATCH_MODES
 
 
 class SyncScheduler:

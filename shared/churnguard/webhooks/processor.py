@@ -27,6 +27,7 @@ from __future__ import annotations
 
 import logging
 import time
+from collections import Counter
 from collections.abc import Callable, Mapping
 from dataclasses import replace
 from functools import lru_cache
@@ -42,6 +43,7 @@ from churnguard.pipeline.mapping import FieldMapper, scoped
 from churnguard.pipeline.sinks import Part, PartKey, Sink
 from churnguard.pipeline.validation import CANONICAL_SCHEMAS, compile_check, schema_for
 from churnguard.providers.registry import event_changes
+from churnguard.store.activity import ActivityStore
 from churnguard.store.webhooks import StoredEndpoint, WebhookStore
 
 logger = logging.getLogger(__name__)
@@ -103,8 +105,12 @@ class EventProcessor:
         max_receive_count: int,
         current_entity: CurrentEntity | None = None,
         clock: Callable[[], float] = time.time,
+        activity: ActivityStore | None = None,
     ) -> None:
         self._store = store
+        self._activity = activity
+        # Records landed per (organisation, integration) since the last flush_activity().
+        self._tally: dict[tuple[str, str], Counter[str]] = {}
         self._current_entity = current_entity
         self._sinks = sinks
         self._max_receive_count = max_receive_count
@@ -131,23 +137,42 @@ class EventProcessor:
         if final:
             self._dead_letter(queued, STOPPED_ON_FINAL_ATTEMPT, receive_count)
         try:
-            self.process(queued)
+            landed = self.process(queued)
         except Exception as exc:
             if final:
                 self._dead_letter(queued, f"{type(exc).__name__}: {str(exc)[:500]}", receive_count)
+                self._tally.setdefault((queued.organization_id, queued.integration_id), Counter())["deadletters"] += 1
             raise
         if final:
             self._store.delete_deadletter(queued.organization_id, queued.event_key)
+        self._tally.setdefault((queued.organization_id, queued.integration_id), Counter()).update(landed)
 
-    def process(self, queued: QueuedEvent) -> None:
+    def flush_activity(self) -> None:
+        """Adds what this batch landed to the dashboard's counters: one write per organisation
+        hour and integration day, not one per event."""
+        tally, self._tally = self._tally, {}
+        if self._activity is None:
+            return
+        now = self._clock()
+        for (organization_id, integration_id), counts in tally.items():
+            self._activity.add(self._activity.hour_update(organization_id, counts, now))
+            if integration_id:
+                self._activity.add(self._activity.day_update(organization_id, integration_id, counts, now))
+
+    def process(self, queued: QueuedEvent) -> Counter[str]:
+        """Lands the event's changes; returns the records written and rejected."""
         stored = self._endpoint(queued.organization_id, queued.event.provider)
         options = stored.doc if stored is not None else {}
         changes = event_changes(queued.event.provider)(queued.event, options)
+        landed: Counter[str] = Counter()
         for index, change in enumerate(changes):
             complete = self._completed(queued, change, include_raw(options)) if change.incomplete else change
-            self._land(queued, complete, index, options.get("field_mappings") or {})
+            landed.update(self._land(queued, complete, index, options.get("field_mappings") or {}))
+        return landed
 
-    def _land(self, queued: QueuedEvent, change: Change, index: int, field_mappings: Mapping[str, str]) -> None:
+    def _land(
+        self, queued: QueuedEvent, change: Change, index: int, field_mappings: Mapping[str, str]
+    ) -> dict[str, int]:
         event = queued.event
         batch_id = "whk_" + blake2b(queued.event_key.encode(), digest_size=12).hexdigest()
         pipeline = self._pipeline(queued, change, field_mappings).for_batch(batch_id, f"webhook:{event.event_type}")
@@ -180,6 +205,11 @@ class EventProcessor:
         )
         for sink in self._sinks:
             sink.write(part)
+        return {
+            "records_written": batch.accepted,
+            "records_rejected": batch.rejected,
+            "webhook_records": batch.accepted,
+        }
 
     def _completed(self, queued: QueuedEvent, change: Change, raw: bool) -> Change:
         """The change as the whole canonical entity the source has now, when the source can say.

@@ -33,6 +33,7 @@ from churnguard.inbound.queued import ProviderEvent, QueuedEvent
 from churnguard.inbound.scheme import Delivery, WebhookScheme
 from churnguard.inbound.signatures import SignatureError
 from churnguard.providers.registry import WEBHOOK_PROVIDERS, webhook_scheme
+from churnguard.store.activity import ActivityStore
 from churnguard.store.webhooks import Claim, StoredEndpoint, WebhookStore
 
 logger = logging.getLogger(__name__)
@@ -91,6 +92,17 @@ REFUSAL_METRICS = {
 }
 
 
+# What a refusal of a delivery to an existing endpoint counts as on the dashboard.
+REFUSAL_REASONS = {
+    400: "malformed",
+    401: "signature",
+    413: "too_large",
+    429: "rate_limited",
+    431: "malformed",
+    503: "unavailable",
+}
+
+
 class MetricSink(Protocol):
     """Powertools Metrics, or anything that counts the same way."""
 
@@ -109,8 +121,11 @@ class WebhookReceiver:
         settings: ReceiverSettings,
         clock: Callable[[], float] = time.time,
         metrics: MetricSink | None = None,
+        activity: ActivityStore | None = None,
     ) -> None:
         self._store = store
+        self._activity = activity
+        self._routed: StoredEndpoint | None = None
         self._secrets = secrets
         self._sqs = sqs
         self._queue_url = queue_url
@@ -123,6 +138,8 @@ class WebhookReceiver:
         """Answers one delivery and counts what happened to it."""
         self._outcome = None
         answer = self._answer(event)
+        if self._activity is not None and self._routed is not None:
+            self._count_activity(self._activity, self._routed, answer["statusCode"])
         if self._metrics is not None:
             provider = ((event.get("pathParameters") or {}).get("provider")) or ""
             count(
@@ -134,6 +151,7 @@ class WebhookReceiver:
         return answer
 
     def _answer(self, event: Mapping[str, Any]) -> dict[str, Any]:  # noqa: PLR0911 - each check answers at once
+        self._routed = None  # the active endpoint the delivery reached, once it is known
         method = event.get("requestContext", {}).get("http", {}).get("method", "")
         params = event.get("pathParameters") or {}
         provider, organization_id = params.get("provider", ""), params.get("organization_id", "")
@@ -156,6 +174,7 @@ class WebhookReceiver:
         stored = self._store.endpoint(organization_id, provider)
         if stored is None or stored.doc.get("status", "active") != "active":
             return self._unverified(source, None, now, error(404, *NOT_FOUND))
+        self._routed = stored
         delivery = Delivery(
             body=body,
             headers=headers,
@@ -202,6 +221,25 @@ class WebhookReceiver:
         if ack is not None:
             return {"statusCode": 200, "headers": {"Content-Type": ack.content_type}, "body": ack.body}
         return response(200, outcome.__dict__)
+
+    def _count_activity(self, activity: ActivityStore, stored: StoredEndpoint, status: int) -> None:
+        """Counts the delivery on the dashboard: what was accepted, or why it was refused.
+        Only deliveries to an existing endpoint count, so a stranger cannot make counters."""
+        provider = stored.doc["provider"]
+        counts: dict[str, int] = {}
+        if self._outcome is not None:
+            for name, value in (
+                ("accepted", self._outcome.accepted),
+                ("duplicate", self._outcome.duplicates),
+                ("ignored", self._outcome.ignored),
+            ):
+                if value:
+                    counts[f"webhook_{name}"] = counts[f"wh#{provider}#{name}"] = value
+        elif status in REFUSAL_REASONS:
+            reason = REFUSAL_REASONS[status]
+            counts[f"refused_{reason}"] = counts[f"wh#{provider}#refused_{reason}"] = 1
+        if counts:
+            activity.add(activity.hour_update(stored.doc["organization_id"], counts, self._clock()))
 
     def _validation_request(
         self, stored: StoredEndpoint, scheme: WebhookScheme, delivery: Delivery, source: str

@@ -18,7 +18,9 @@ if TYPE_CHECKING:
 
 
 def sync_engine() -> SyncEngine:
+    from churnguard.store.activity import ActivityStore
     from churnguard.store.circuit_breakers import CircuitBreakerStore
+    from churnguard.store.run_history import RunHistoryStore
     from churnguard.store.syncs import SyncStore
     from churnguard.sync.engine import SyncEngine
 
@@ -35,4 +37,6 @@ def sync_engine() -> SyncEngine:
         breakers=CircuitBreakerStore(dynamodb, table_name()),
         sinks=sinks(retry),
         max_concurrent_syncs=platform_settings().max_concurrent_syncs_per_organization,
+        activity=ActivityStore(dynamodb, table_name()),
+        histories=RunHistoryStore(dynamodb, table_name()),
     )

@@ -15,16 +15,19 @@ if TYPE_CHECKING:
 
 
 def event_processor() -> EventProcessor:
+    from churnguard.store.activity import ActivityStore
     from churnguard.store.webhooks import WebhookStore
     from churnguard.webhooks.processor import EventProcessor
 
     # Short: a message that still fails is retried by SQS, not by this invocation.
     retry = RetryPolicy(attempts=platform_settings().default_retry_attempts, base_delay=0.2, max_delay=2.0)
+    dynamodb = aws.client("dynamodb")
     return EventProcessor(
-        WebhookStore(aws.client("dynamodb"), table_name()),
+        WebhookStore(dynamodb, table_name()),
         sinks(retry),
         max_receive_count=env_int("WEBHOOK_MAX_RECEIVE_COUNT", 5),
         current_entity=_SourceRereads(),
+        activity=ActivityStore(dynamodb, table_name()),
     )
 
 

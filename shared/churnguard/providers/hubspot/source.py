@@ -25,6 +25,7 @@ from churnguard.connectors.base import (
     CheckStatus,
     Page,
     Position,
+    QuotaReading,
     ReReadUnavailable,
     SourceError,
     SourcePausedError,
@@ -203,6 +204,7 @@ class HubSpotConnector(ApiConnector):
             "interval": _Window(*DEFAULT_RATE),
             "secondly": _Window(None, 1.0),
         }
+        self._daily: tuple[int, int] | None = None
 
     # ------------------------------------------------------------ the SDK
 
@@ -280,6 +282,18 @@ class HubSpotConnector(ApiConnector):
             None,
             _header(headers, "X-HubSpot-RateLimit-Secondly-Remaining"),
         )
+        daily, left = (
+            _header(headers, "X-HubSpot-RateLimit-Daily"),
+            _header(headers, "X-HubSpot-RateLimit-Daily-Remaining"),
+        )
+        if daily and left is not None:
+            self._daily = (max(0, daily - left), daily)
+
+    def quota(self) -> QuotaReading | None:
+        """The account's daily allowance (apps authenticated with OAuth get the Daily headers)."""
+        if self._daily is None:
+            return None
+        return QuotaReading(used=self._daily[0], limit=self._daily[1], what="daily API requests")
 
     def _send(self, what: str, call: Callable[[Any], Any], api: str, *, search: bool = False) -> Any:
         """One SDK request: a rate-limit slot, HubSpot's pacing, the JSON body back. An OAuth2

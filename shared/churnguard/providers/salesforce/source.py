@@ -29,6 +29,7 @@ from churnguard.connectors.base import (
     CheckStatus,
     Page,
     Position,
+    QuotaReading,
     SourceError,
     SourcePausedError,
     Stream,
@@ -365,6 +366,11 @@ class SalesforceConnector(ApiConnector):
         matched = _API_USAGE.search(info) if info else None
         if matched is not None:
             self._usage = (int(matched[1]), int(matched[2]))
+
+    def quota(self) -> QuotaReading | None:
+        if self._usage is None:
+            return None
+        return QuotaReading(used=self._usage[0], limit=self._usage[1], what="daily API requests")
 
     def raise_for_limits(self, response: requests.Response) -> None:
         """Raises for throttling, outages and a spent daily allocation, with the headers at hand."""

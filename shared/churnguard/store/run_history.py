@@ -1,0 +1,87 @@
+"""Each integration's recent runs in one item, so the dashboard lists 200 integrations' health
+with one query instead of one per integration.
+
+    ORG#<org>  RUNSTATS#<integration_id>  RunHistory (JSON document) and its version
+
+Written after a run's final state is stored; idempotent per run (a retried finalize adds nothing),
+and conditional on the version read, so two writers cannot lose each other's run.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from churnguard.runs import RunHistory, SyncRun
+from churnguard.store.keys import RUNSTATS_PREFIX, org_pk, run_history_key
+
+_ATTEMPTS = 5
+
+
+class RunHistoryStore:
+    def __init__(self, dynamodb: Any, table_name: str) -> None:
+        self._db = dynamodb
+        self._table = table_name
+
+    def get(self, organization_id: str, integration_id: str) -> RunHistory:
+        item = self._db.get_item(
+            TableName=self._table, Key=run_history_key(organization_id, integration_id), ConsistentRead=True
+        ).get("Item")
+        return _history(item) if item else RunHistory(integration_id=integration_id)
+
+    def all(self, organization_id: str) -> dict[str, RunHistory]:
+        """Every integration's history in the organisation (a few kilobytes each: one page per
+        few hundred integrations)."""
+        request: dict[str, Any] = {
+            "TableName": self._table,
+            "KeyConditionExpression": "pk = :pk AND begins_with(sk, :prefix)",
+            "ExpressionAttributeValues": {":pk": {"S": org_pk(organization_id)}, ":prefix": {"S": RUNSTATS_PREFIX}},
+        }
+        found: dict[str, RunHistory] = {}
+        while True:
+            response = self._db.query(**request)
+            for item in response.get("Items", []):
+                history = _history(item)
+                found[history.integration_id] = history
+            if "LastEvaluatedKey" not in response:
+                return found
+            request["ExclusiveStartKey"] = response["LastEvaluatedKey"]
+
+    def record(self, run: SyncRun) -> None:
+        """Adds a finished run to its integration's history."""
+        for _ in range(_ATTEMPTS):
+            before = self.get(run.organization_id, run.integration_id)
+            after = before.with_run(run)
+            if after is before:
+                return
+            after.version = before.version + 1
+            condition: dict[str, Any] = (
+                {"ConditionExpression": "attribute_not_exists(pk)"}
+                if before.version == 0
+                else {
+                    "ConditionExpression": "version = :seen",
+                    "ExpressionAttributeValues": {":seen": {"N": str(before.version)}},
+                }
+            )
+            try:
+                self._db.put_item(
+                    TableName=self._table,
+                    Item={
+                        **run_history_key(run.organization_id, run.integration_id),
+                        "entity": {"S": "run_history"},
+                        "doc": {"S": after.model_dump_json(exclude={"version"})},
+                        "version": {"N": str(after.version)},
+                    },
+                    **condition,
+                )
+            except self._db.exceptions.ConditionalCheckFailedException:
+                continue
+            return
+
+    def delete(self, organization_id: str, integration_id: str) -> None:
+        self._db.delete_item(TableName=self._table, Key=run_history_key(organization_id, integration_id))
+
+
+def _history(item: dict[str, Any]) -> RunHistory:
+    history = RunHistory.model_validate_json(item["doc"]["S"])
+    history.version = int(item["version"]["N"])
+    return history
