@@ -647,6 +647,10 @@ def test_poison_events_reach_the_dlq_and_are_redriven_after_the_fix(
     ]
     assert hooks.api.call("GET", "/api/dlq", org="org_c").body["items"] == []
     assert hooks.api.call("POST", "/api/dlq/redrive", org="org_c").body == {"redriven": 0}
+    (waiting,) = hooks.api.call("GET", "/api/dashboard/integrations").body["items"]
+    assert waiting["dead_letters"] == 1
+    assert next(c for c in waiting["health"]["components"] if c["name"] == "dead_letters")["score"] == 0.9
+    assert hooks.api.call("GET", "/api/dashboard/metrics").body["dead_letters"] == 1
 
     monkeypatch.setattr(EventProcessor, "process", original)
     assert hooks.api.call("POST", "/api/dlq/redrive").body == {"redriven": 1}
@@ -655,6 +659,7 @@ def test_poison_events_reach_the_dlq_and_are_redriven_after_the_fix(
     assert [line["record_id"] for line in hooks.lake_lines()] == ["cus_org_a"]
     assert hooks.api.call("GET", "/api/dlq").body["items"] == []
     assert len(hooks.api.call("GET", "/api/dlq", org="org_b").body["items"]) == 1
+    assert hooks.api.call("GET", "/api/dashboard/metrics").body["dead_letters"] == 0
 
 
 def test_an_event_whose_final_attempt_crashes_is_listed_and_redriven(
@@ -802,3 +807,28 @@ def test_connection_tests_report_credential_less_integrations_as_not_testable(
         assert single.status == 200 and single.body["check"] is None
     finally:
         syncs.launcher.cache_clear()
+
+
+def test_the_dashboard_counts_deliveries_by_outcome_and_the_records_they_landed(hooks: Hooks) -> None:
+    created = hooks.endpoint(provider="stripe", secret_key=STRIPE_SECRET)
+    body = stripe_customer("evt_dash", email="dee@example.com")
+    signed = {"Stripe-Signature": stripe_header(body)}
+    assert hooks.deliver("stripe", "org_a", body, headers=signed)["statusCode"] == 200
+    assert hooks.deliver("stripe", "org_a", body, headers=signed)["statusCode"] == 200
+    forged = {"Stripe-Signature": stripe_header(body, "whsec_x")}
+    assert hooks.deliver("stripe", "org_a", body, headers=forged)["statusCode"] == 401
+    # Deliveries to no endpoint leave no counters: a stranger cannot create dashboard items.
+    assert hooks.deliver("stripe", "org_nobody", body, headers=signed)["statusCode"] == 404
+    hooks.consumer.drain()
+
+    metrics = hooks.api.call("GET", "/api/dashboard/metrics").body
+    assert metrics["webhooks_24h"]["accepted"] == 1 and metrics["webhooks_24h"]["duplicate"] == 1
+    assert metrics["webhooks_24h"]["refused"]["signature"] == 1
+    assert metrics["records_written_24h"] == 1
+    detail = hooks.api.call("GET", f"/api/dashboard/integration/{created['integration_id']}").body
+    endpoint = detail["webhook_endpoint"]
+    assert endpoint["endpoint_id"] == created["endpoint_id"]
+    assert endpoint["last_24h"]["accepted"] == 1 and endpoint["last_24h"]["refused"]["signature"] == 1
+    assert detail["days"][-1]["webhook_records"] == 1
+    items = hooks.aws["dynamodb"].scan(TableName=hooks.aws["table"])["Items"]
+    assert not [i for i in items if i["pk"]["S"].startswith("STATS#org_nobody")]
