@@ -15,7 +15,7 @@ VENV_SAM_STAMP := $(VENV_SAM)/.requirements.stamp
 VENV_BENCH_STAMP := $(VENV_BENCH)/.requirements.stamp
 
 .DEFAULT_GOAL := help
-.PHONY: help venv venv-sam dev test lint cfn-lint validate build bench clean schemas
+.PHONY: help venv venv-sam dev test lint cfn-lint validate build bench clean schemas chromium
 
 help:
 	@echo "make dev [ARGS=...]   run the local cloud (python -m local)"
@@ -26,6 +26,7 @@ help:
 	@echo "make build            sam build into BUILD_DIR ($(BUILD_DIR))"
 	@echo "make bench            run every benchmarks/*.py"
 	@echo "make schemas          write docs/schemas/*.json from the canonical models"
+	@echo "make chromium         install Debian's chromium for the dashboard's browser tests (as root)"
 	@echo "make clean            remove build output and caches (not the venvs)"
 
 # Installs into the existing venv rather than deleting it first, so a requirements change does not
@@ -57,6 +58,12 @@ dev: $(VENV_STAMP)
 
 test: $(VENV_STAMP)
 	$(PY) -m pytest $(ARGS)
+
+# Debian's Chromium, which the dashboard's browser tests drive with Playwright (CHROMIUM overrides the path).
+chromium:
+	@if [ -x /usr/bin/chromium ]; then echo "chromium: $$(/usr/bin/chromium --version 2>/dev/null)"; \
+	elif [ "$$(id -u)" = 0 ]; then DEBIAN_FRONTEND=noninteractive apt-get install -y -q --no-install-recommends chromium; \
+	else echo "The dashboard's browser tests need Debian's chromium: run 'sudo apt-get install chromium' (or set CHROMIUM to a Chromium binary)." >&2; exit 1; fi
 
 # The canonical entities' JSON Schemas, written from the models (a test compares them).
 schemas: $(VENV_STAMP)

@@ -232,3 +232,51 @@ def test_the_dashboard_routes_are_documented_and_need_a_key(api: Any) -> None:
         for operation in document["paths"][path].values():
             assert operation.get("security") != []
     assert api.call("GET", "/api/dashboard/metrics", org=None).status == 401
+
+
+def test_the_page_and_its_assets_are_served_with_a_strict_policy_and_no_key(api: Any) -> None:
+    page = api.call("GET", "/dashboard", org=None)
+    assert page.status == 200 and page.headers["Content-Type"].startswith("text/html")
+    policy = page.headers["Content-Security-Policy"]
+    assert "script-src 'self'" in policy and "default-src 'none'" in policy and "frame-ancestors 'none'" in policy
+    assert "unsafe-inline" not in policy
+    assert "<script>" not in page.raw and "style=" not in page.raw and "on" + "click" not in page.raw
+    assert 'src="/dashboard/assets/app.js"' in page.raw and "http" not in page.raw.replace("http-equiv", "")
+    script = api.call("GET", "/dashboard/assets/app.js", org=None)
+    assert script.status == 200 and script.headers["Content-Type"].startswith("text/javascript")
+    assert "innerHTML" not in script.raw and "eval(" not in script.raw
+    assert api.call("GET", "/dashboard/assets/app.css", org=None).status == 200
+    assert api.call("GET", "/dashboard/assets/secrets.txt", org=None).status == 404
+    assert api.call("GET", "/dashboard/assets/..%2Fservice.py", org=None).status == 404
+
+
+def test_a_failed_run_shows_the_error_message_not_the_lambda_stack_trace(api: Any, harness: Any, postgres: Any) -> None:
+    """The state machine's Catch passes the task's error as Lambda's JSON, stack trace included."""
+    from types import SimpleNamespace
+
+    from churnguard.sync.tasks import run_task
+
+    config = register(harness, postgres, mappings={"customer": f"{postgres.name}.missing"})
+    engine = harness.engine()
+    run = engine.start_sync(ORG, config.integration_id)
+    cause = json.dumps(
+        {
+            "errorMessage": "table x.missing does not exist",
+            "errorType": "SourceError",
+            "requestId": "1db58886",
+            "stackTrace": ['  File "/var/task/app.py", line 44, in lambda_handler\n'],
+        }
+    )
+    event = {
+        "action": "fail",
+        "ref": {"organization_id": ORG, "integration_id": config.integration_id, "sync_id": run.sync_id},
+        "error": {"Error": "SourceError", "Cause": cause},
+    }
+    run_task(event, lambda: 900_000, lambda: SimpleNamespace(engine=engine), lambda _: None)  # type: ignore[arg-type,return-value]
+
+    (item,) = api.call("GET", "/api/dashboard/integrations", org=ORG).body["items"]
+    assert item["last_error"] == "SourceError: table x.missing does not exist"
+    detail = api.call("GET", f"/api/dashboard/integration/{config.integration_id}", org=ORG).body
+    assert detail["recent_runs"][0]["error"] == "SourceError: table x.missing does not exist"
+    stored = harness.syncs.get(ORG, config.integration_id, run.sync_id)
+    assert "stackTrace" not in stored.model_dump_json() and "/var/task" not in stored.model_dump_json()

@@ -35,7 +35,9 @@ from churnguard.jsontext import JsonTextError, loads_strict
 
 logger = Logger(child=True)
 
-PUBLIC_ROUTES = frozenset({"/api/docs", "/api/openapi.json", "/api/dashboard/health"})
+PUBLIC_ROUTES = frozenset({"/api/docs", "/api/openapi.json", "/api/dashboard/health", "/dashboard"})
+# The dashboard page's static assets (churnguard.api.page): no data, no key.
+PUBLIC_PREFIXES = ("/dashboard/assets/",)
 BODY_METHODS = frozenset({"POST", "PUT", "PATCH"})
 OPENAPI_INFO: dict[str, Any] = {
     "title": "ChurnGuard Integrations management API",
@@ -141,7 +143,7 @@ def precheck(event: Mapping[str, Any]) -> None:
     """
     http = (event.get("requestContext") or {}).get("http") or {}
     path = http.get("path") or event.get("rawPath") or ""
-    if path not in PUBLIC_ROUTES:
+    if path not in PUBLIC_ROUTES and not path.startswith(PUBLIC_PREFIXES):
         _organization(event)
     body = _raw_body(event)
     limit = platform_settings().management_max_body_bytes

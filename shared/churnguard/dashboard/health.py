@@ -15,8 +15,8 @@
 Between the two ends a component is linear. Freshness applies to integrations that sync on a
 schedule (active ones; an inactive integration syncs only when asked); success and rejects once a
 run finished; quota where the provider reports it. The state: healthy from 80, degraded from 50,
-failing below 50 or whenever the source refuses the credentials or the breaker is open (nothing
-syncs then); paused whatever the score.
+failing below 50, or while the last run failed, the source refuses the credentials or the breaker
+is open (no data arrives then); paused whatever the score.
 """
 
 from __future__ import annotations
@@ -136,7 +136,12 @@ def assess(
     stale = age is not None and _scheduled(config) and age > STALE_FACTOR * config.sync_config.sync_frequency
     return IntegrationHealth(
         score=score,
-        state=_state(config, history, score, blocked=any(c.score == 0.0 for c in components if c.name in BLOCKING)),
+        state=_state(
+            config,
+            history,
+            score,
+            blocked=history.consecutive_failures > 0 or any(c.score == 0.0 for c in components if c.name in BLOCKING),
+        ),
         components=components,
         stale=stale,
         freshness_seconds=None if history.last_success_at is None else (now - history.last_success_at).total_seconds(),

@@ -91,7 +91,7 @@ class DashboardMetrics(Model):
     records_rejected_24h: int
     webhooks_24h: WebhookCounts
     dead_letters: int
-    open_alerts: int
+    open_alerts: int = Field(description="alerts not yet resolved: open or acknowledged")
 
 
 class DayActivity(Model):

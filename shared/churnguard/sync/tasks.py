@@ -7,6 +7,7 @@ machine's Retry (transient: TransientSourceError, SinkError, CircuitOpenError, â
 
 from __future__ import annotations
 
+import json
 import logging
 from collections.abc import Callable
 from typing import Any, Literal
@@ -68,7 +69,7 @@ def run_task(
     error = None
     if task.action == "fail":
         caught = task.error or {}
-        error = f"{caught.get('Error', 'Error')}: {str(caught.get('Cause', ''))[:_CAUSE_LIMIT]}"
+        error = f"{caught.get('Error', 'Error')}: {_cause(caught.get('Cause'))[:_CAUSE_LIMIT]}"
     run = engine.finalize(task.ref, error=error)
     return TaskSummary(
         sync_id=run.sync_id,
@@ -77,6 +78,20 @@ def run_task(
         records_written=run.records_written,
         records_rejected=run.records_rejected,
     ).model_dump()
+
+
+def _cause(cause: Any) -> str:
+    """The message of a caught Lambda error. Step Functions passes the function's error as JSON
+    (errorMessage, errorType, requestId, stackTrace): only the message is for the run's owner;
+    the stack trace names our files and lines, and is in the function's log already."""
+    text = str(cause or "")
+    try:
+        parsed = json.loads(text)
+    except ValueError:
+        return text
+    if isinstance(parsed, dict) and isinstance(parsed.get("errorMessage"), str):
+        return str(parsed["errorMessage"])
+    return text
 
 
 def _scheduled(task: TaskEvent, launcher: SyncLauncher, remove_schedule: Callable[[str], None]) -> dict[str, Any]:
