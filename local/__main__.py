@@ -143,6 +143,11 @@ def _serve(cloud: LocalCloud, args: argparse.Namespace, stop: threading.Event, s
     docs = [r.path for r in cloud.routes("ManagementApi") if r.method == "GET" and r.path.endswith("/docs")]
     lines = [
         f"management API  {management_url}" + (f"   (docs: {management_url}{docs[0]})" if docs else ""),
+        *(
+            [f"dashboard       {management_url}/dashboard   (sign in with the API key below)"]
+            if any(r.path == "/dashboard" for r in cloud.routes("ManagementApi"))
+            else []
+        ),
         *([f"webhooks        {webhooks_url}"] if webhooks_url else []),
         f"AWS endpoint    {cloud.aws_endpoint_url}   (moto; region {cloud.region})",
         f"organisation    {DEMO_ORGANIZATION}",

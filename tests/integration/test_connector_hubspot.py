@@ -354,3 +354,16 @@ def test_refused_credentials_are_authentication_failed_with_a_clear_message(harn
         engine.prepare(ref(run))
     assert raised.value.kind is CheckStatus.AUTHENTICATION_FAILED
     assert len(hubspot.requests) == 2  # refused once each: no retries of a 401
+
+
+def test_the_daily_allowance_hubspot_reports_reaches_the_dashboard(
+    harness: Any, hubspot: FakeHubSpot, api: Any
+) -> None:
+    hubspot.seed(30)
+    config = register(harness, hubspot)
+    run = sync(harness.engine(), config.integration_id)
+    assert run.quota is not None and (run.quota.used, run.quota.limit) == (1_000, 250_000)
+    (item,) = api.call("GET", "/api/dashboard/integrations", org=ORG).body["items"]
+    assert item["quota"]["used"] == 1_000 and item["quota"]["limit"] == 250_000
+    quota = next(c for c in item["health"]["components"] if c["name"] == "quota")
+    assert quota["score"] == 1.0 and "1000 of 250000 daily API requests" in quota["detail"]

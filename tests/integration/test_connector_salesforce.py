@@ -346,6 +346,8 @@ def test_the_sync_pauses_at_the_daily_api_limit_and_resumes(harness: Any, fake: 
     status = engine.get_sync_status(ORG, config.integration_id, run.sync_id)
     assert status.errors[-1].message == message
     assert fake.api_used == 90, "no request after the threshold was reached"
+    quota = harness.histories.get(ORG, config.integration_id).quota
+    assert quota is not None and (quota.used, quota.limit) == (90, 100), "the dashboard sees the pause's quota"
     assert harness.breakers.load(ORG, config.integration_id).state == CLOSED
     checkpointed = harness.syncs.get(ORG, config.integration_id, run.sync_id).records_written
     assert 0 < checkpointed < 150

@@ -3,17 +3,15 @@
 from __future__ import annotations
 
 import json
-from datetime import UTC, datetime, timedelta
+from datetime import UTC, datetime
 from typing import Any
 
 import pytest
 
 from churnguard.connectors.base import SourceError
-from churnguard.models import IntegrationConfiguration, ProviderName
-from churnguard.runs import RunHistory, StreamProgress, SyncRun, SyncStatus
-from churnguard.store.integrations import IntegrationStore
-from churnguard.store.syncs import SyncStore
+from churnguard.runs import SyncRun, SyncStatus
 from tests.integration.test_sync_postgres import create_customers, register
+from tests.support.dashboard_data import seed_organization
 from tests.support.sync import ORG, ref, sync
 
 
@@ -123,78 +121,13 @@ def test_a_running_sync_shows_its_progress(api: Any, harness: Any, postgres: Any
 # ---------------------------------------------------------------- cost
 
 
-def _seed(aws: dict[str, Any], integrations: int, runs_each: int) -> None:
-    """Writes integrations, their runs and histories straight into the table, as the platform
-    stores them, in batches (moto is the slow part)."""
-    dynamodb, table = aws["dynamodb"], aws["table"]
-    now = datetime.now(UTC)
-    items: list[dict[str, Any]] = []
-    for index in range(integrations):
-        config = IntegrationConfiguration.model_validate(
-            {
-                "organization_id": "org_big",
-                "integration_name": f"source {index:03d}",
-                "provider_name": ProviderName.POSTGRESQL,
-                "base_url": "db.example.com:5432",
-                "entity_mappings": {"customer": "public.customers"},
-            }
-        )
-        items.append(IntegrationStore._integration_item(config))
-        history = RunHistory(integration_id=config.integration_id)
-        for number in range(runs_each):
-            started = now - timedelta(hours=runs_each - number)
-            run = SyncRun.model_validate(
-                {
-                    "sync_id": f"syn_{int(started.timestamp() * 1000):012x}{index:012x}",
-                    "organization_id": "org_big",
-                    "integration_id": config.integration_id,
-                    "provider": "postgresql",
-                    "mode": "incremental",
-                    "sync_config": config.sync_config.model_dump(),
-                    "status": "succeeded" if number % 7 else "failed",
-                    "started_at": started,
-                    "updated_at": started + timedelta(minutes=2),
-                    "finished_at": started + timedelta(minutes=2),
-                }
-            )
-            run.streams = [
-                StreamProgress.model_validate(
-                    {
-                        "stream": {
-                            "entity": "customer",
-                            "source": "public.customers",
-                            "primary_key": ["id"],
-                            "cursor_field": "updated_at",
-                            "sync_modes": ["incremental"],
-                        },
-                        "mode": "incremental",
-                        "records_written": 100,
-                    }
-                )
-            ]
-            items.append(SyncStore(dynamodb, table)._run_item(run))
-            history = history.with_run(run)
-        items.append(
-            {
-                "pk": {"S": "ORG#org_big"},
-                "sk": {"S": f"RUNSTATS#{config.integration_id}"},
-                "doc": {"S": history.model_dump_json(exclude={"version"})},
-                "version": {"N": "1"},
-            }
-        )
-    for start in range(0, len(items), 25):
-        dynamodb.batch_write_item(
-            RequestItems={table: [{"PutRequest": {"Item": i}} for i in items[start : start + 25]]}
-        )
-
-
 @pytest.mark.timeout(600)
 def test_the_integrations_list_of_200_integrations_and_10000_runs_costs_a_bounded_number_of_calls(
     aws: dict[str, Any], api: Any
 ) -> None:
     from churnguard import aws as aws_clients
 
-    _seed(aws, integrations=200, runs_each=50)
+    seed_organization(aws["dynamodb"], aws["table"], "org_big", integrations=200, runs_each=50)
     calls: list[str] = []
     client = aws_clients.client("dynamodb")
     client.meta.events.register("before-call.dynamodb", lambda model, **_: calls.append(model.name))

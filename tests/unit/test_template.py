@@ -98,7 +98,14 @@ WEBHOOK_ROUTES = {
 }
 
 # The routes anyone may call: the API's documentation and readiness, which names no organisation.
-PUBLIC_ROUTES = {("GET", "/api/docs"), ("GET", "/api/openapi.json"), ("GET", "/api/dashboard/health")}
+# The docs, readiness, and the dashboard page with its assets (no data; the page asks for a key).
+PUBLIC_ROUTES = {
+    ("GET", "/api/docs"),
+    ("GET", "/api/openapi.json"),
+    ("GET", "/api/dashboard/health"),
+    ("GET", "/dashboard"),
+    ("GET", "/dashboard/assets/{name}"),
+}
 
 REQUIRED_OUTPUTS = {
     "ManagementApiUrl",
@@ -262,7 +269,7 @@ def test_the_event_processor_reports_partial_batch_failures() -> None:
     assert sqs["FunctionResponseTypes"] == ["ReportBatchItemFailures"]
 
 
-def test_only_the_docs_and_readiness_are_public() -> None:
+def test_only_the_docs_readiness_and_the_dashboard_page_are_public() -> None:
     public = {route for route, event in template_routes().items() if event.get("Auth", {}).get("Authorizer") == "NONE"}
     assert public == PUBLIC_ROUTES
 

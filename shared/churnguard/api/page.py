@@ -18,8 +18,6 @@ from churnguard.errors import NotFoundError
 
 router = Router()
 
-PAGE_PATH = "/dashboard"
-ASSETS_PREFIX = "/dashboard/assets/"
 ASSETS = {"app.js": "text/javascript; charset=utf-8", "app.css": "text/css; charset=utf-8"}
 CONTENT_SECURITY_POLICY = (
     "default-src 'none'; script-src 'self'; style-src 'self'; img-src 'self' data:; connect-src 'self'; "
@@ -63,7 +61,7 @@ def _asset(name: str) -> str:
     return resources.files("churnguard.dashboard").joinpath("static", name).read_text(encoding="utf-8")
 
 
-@router.get(PAGE_PATH, include_in_schema=False)
+@router.get("/dashboard", include_in_schema=False)
 def page() -> Response[str]:
     refresh = max(5, env_int("DASHBOARD_UPDATE_INTERVAL", 60))
     return Response(
@@ -74,7 +72,7 @@ def page() -> Response[str]:
     )
 
 
-@router.get(ASSETS_PREFIX + "<name>", include_in_schema=False)
+@router.get("/dashboard/assets/<name>", include_in_schema=False)
 def asset(name: str) -> Response[str]:
     if name not in ASSETS:
         raise NotFoundError("no such asset", {"asset": name[:64]})

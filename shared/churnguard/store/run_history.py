@@ -54,28 +54,41 @@ class RunHistoryStore:
             if after is before:
                 return
             after.version = before.version + 1
-            condition: dict[str, Any] = (
-                {"ConditionExpression": "attribute_not_exists(pk)"}
-                if before.version == 0
-                else {
-                    "ConditionExpression": "version = :seen",
-                    "ExpressionAttributeValues": {":seen": {"N": str(before.version)}},
-                }
+            if self._put(run, after, before.version):
+                return
+
+    def _put(self, run: SyncRun, after: RunHistory, seen: int) -> bool:
+        """Writes `after` if the history is still at version `seen`; False if someone wrote first."""
+        condition: dict[str, Any] = (
+            {"ConditionExpression": "attribute_not_exists(pk)"}
+            if seen == 0
+            else {"ConditionExpression": "version = :seen", "ExpressionAttributeValues": {":seen": {"N": str(seen)}}}
+        )
+        try:
+            self._db.put_item(
+                TableName=self._table,
+                Item={
+                    **run_history_key(run.organization_id, run.integration_id),
+                    "entity": {"S": "run_history"},
+                    "doc": {"S": after.model_dump_json(exclude={"version"})},
+                    "version": {"N": str(after.version)},
+                },
+                **condition,
             )
-            try:
-                self._db.put_item(
-                    TableName=self._table,
-                    Item={
-                        **run_history_key(run.organization_id, run.integration_id),
-                        "entity": {"S": "run_history"},
-                        "doc": {"S": after.model_dump_json(exclude={"version"})},
-                        "version": {"N": str(after.version)},
-                    },
-                    **condition,
-                )
-            except self._db.exceptions.ConditionalCheckFailedException:
-                continue
+        except self._db.exceptions.ConditionalCheckFailedException:
+            return False
+        return True
+
+    def record_quota(self, run: SyncRun) -> None:
+        """Keeps the quota a running run observed (a run that paused for its allocation shows
+        on the dashboard before it finishes)."""
+        if run.quota is None:
             return
+        for _ in range(_ATTEMPTS):
+            before = self.get(run.organization_id, run.integration_id)
+            after = before.model_copy(update={"quota": run.quota, "version": before.version + 1})
+            if self._put(run, after, before.version):
+                return
 
     def delete(self, organization_id: str, integration_id: str) -> None:
         self._db.delete_item(TableName=self._table, Key=run_history_key(organization_id, integration_id))

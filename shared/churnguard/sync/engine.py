@@ -664,6 +664,8 @@ class SyncEngine:
             run.status = SyncStatus.PAUSED
             run.paused_until, run.pause_reason = _utc(self._clock() + pause), exc.message
             self._note_failure(run, exc.message, entity, hold=pause)
+            if self._histories is not None:
+                self._histories.record_quota(run)
         elif not isinstance(exc, ConflictError):
             self._note_failure(run, exc.message, entity)
         if isinstance(exc, SourceError) and exc.kind is CheckStatus.AUTHENTICATION_FAILED:
