@@ -55,7 +55,7 @@ def own_work(dynamodb: Any, table: str, count: int) -> None:
     from churnguard.store.activity import ActivityStore
     from churnguard.store.alerts import AlertStore
     from churnguard.store.circuit_breakers import CircuitBreakerStore
-    from churnguard.store.integrations import IntegrationFilter, IntegrationStore
+    from churnguard.store.integrations import IntegrationStore
     from churnguard.store.run_history import RunHistoryStore
     from churnguard.store.syncs import SyncStore
     from churnguard.store.webhooks import WebhookStore
@@ -79,7 +79,7 @@ def own_work(dynamodb: Any, table: str, count: int) -> None:
     )
     some = service.summaries(ORGANIZATION).items[17].integration_id
     routes: dict[str, Any] = {
-        "baseline: IntegrationStore.page(100)": lambda: integrations.page(ORGANIZATION, IntegrationFilter(), 100, None),
+        "baseline: IntegrationStore.all (200)": lambda: integrations.all(ORGANIZATION),
         "metrics": lambda: service.metrics(ORGANIZATION),
         "integrations": lambda: service.summaries(ORGANIZATION),
         "integration/{id}": lambda: service.detail(ORGANIZATION, some),

@@ -87,6 +87,24 @@ class IntegrationService:
         self._schedule_new(config)
         return IntegrationView.of(config)
 
+    def draft(
+        self, organization_id: str, request: IntegrationCreateRequest
+    ) -> tuple[IntegrationConfiguration, IntegrationCredentials]:
+        """The configuration `create` would store, validated the same way, not stored: what a
+        connection test before saving runs against."""
+        check_organization(organization_id, request.organization_id)
+        config = IntegrationConfiguration(
+            **request.model_dump(exclude={"organization_id", "credentials"}),
+            organization_id=organization_id,
+        )
+        validate_source_settings(config)
+        if request.credentials is None:
+            raise ValidationFailedError(
+                "a connection test needs credentials",
+                {"fields": [{"field": "credentials", "message": "set credentials to test the connection"}]},
+            )
+        return config, request.credentials
+
     def register(self, config: IntegrationConfiguration) -> IntegrationView:
         """Stores a configuration built in Python (the engine's path), credentials included."""
         validate_source_settings(config)

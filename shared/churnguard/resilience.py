@@ -200,6 +200,31 @@ class BreakerState:
 CLOSED, OPEN, HALF_OPEN = "closed", "open", "half_open"
 
 
+class UnsharedBreakerStore:
+    """A breaker state held in memory for one connector: for testing an integration that is not
+    saved yet, which has no breaker to share and must leave nothing behind."""
+
+    def __init__(self) -> None:
+        self._state = BreakerState()
+
+    def load(self, organization_id: str, integration_id: str) -> BreakerState:
+        return self._state
+
+    def record_failure(self, organization_id: str, integration_id: str, now: float, threshold: int) -> BreakerState:
+        failures = self._state.failures + 1
+        state = OPEN if failures >= threshold else self._state.state
+        self._state = BreakerState(state, failures, now, self._state.version + 1)
+        return self._state
+
+    def acquire_probe(self, organization_id: str, integration_id: str, seen: BreakerState, now: float) -> bool:
+        self._state = BreakerState(HALF_OPEN, seen.failures, now, seen.version + 1)
+        return True
+
+    def close(self, organization_id: str, integration_id: str) -> BreakerState:
+        self._state = BreakerState(version=self._state.version + 1)
+        return self._state
+
+
 @dataclass
 class CircuitBreaker:
     """Per integration: opens after `failure_threshold` consecutive failed calls, refuses calls

@@ -64,7 +64,8 @@ def browser() -> Iterator[Any]:
         launched.close()
 
 
-def register_through_the_form(page: Any, name: str, url: DatabaseUrl, table: str) -> str:
+def register_through_the_form(page: Any, name: str, url: DatabaseUrl, table: str) -> tuple[str, str]:
+    """Fills the generated form, tests the connection, registers; (integration id, test result)."""
     page.goto(page.url.split("#")[0] + "#/new")
     form = page.locator("#new-integration")
     form.wait_for()
@@ -79,10 +80,14 @@ def register_through_the_form(page: Any, name: str, url: DatabaseUrl, table: str
     page.fill("#f-credentials-custom_fields", f"database = {url.database}")
     assert page.get_attribute("#f-credentials-password", "type") == "password"
     assert page.locator("label[for=f-integration_name].required").count() == 1
-    form.locator("button[type=submit]").click()
+    # Tested before it is saved, then registered.
+    page.locator("#test-draft").click()
     page.locator("#connection-result").wait_for(timeout=WAIT_MS)
+    tested = page.inner_text("#connection-result")
+    form.locator("button[type=submit]").click()
+    page.locator("#open-new").wait_for(timeout=WAIT_MS)
     href = page.get_attribute("#open-new", "href") or ""
-    return href.rsplit("/", 1)[-1]
+    return href.rsplit("/", 1)[-1], tested
 
 
 @pytest.mark.timeout(600)
@@ -123,8 +128,8 @@ def test_the_dashboard_in_a_real_browser(
     assert page.evaluate("localStorage.length") == 0
 
     # A healthy integration through the form, with its connection test.
-    healthy = register_through_the_form(page, "Warehouse", url, f"{schema}.customers")
-    assert "ok" in page.inner_text("#connection-result")
+    healthy, tested = register_through_the_form(page, "Warehouse", url, f"{schema}.customers")
+    assert tested.startswith("Connection test: ok")
     page.screenshot(path=shots / "new-integration.png", full_page=True)
     # A field error appears next to the field it names.
     page.goto(f"{tenant.base_url}/dashboard#/new")
@@ -137,10 +142,8 @@ def test_the_dashboard_in_a_real_browser(
     assert page.locator("[data-field=base_url] .field-error, .form-error").count() >= 1
 
     # A broken one (its table is missing) turns red with its error once a sync fails.
-    broken = register_through_the_form(page, "Old CRM", url, f"{schema}.missing")
-    assert "missing" in page.inner_text("#connection-result").lower() or "exist" in page.inner_text(
-        "#connection-result"
-    )
+    broken, tested = register_through_the_form(page, "Old CRM", url, f"{schema}.missing")
+    assert "missing_object" in tested and "does not exist" in tested
     page.goto(f"{tenant.base_url}/dashboard#/integration/{broken}")
     page.locator("#start-sync").click()
     page.locator("#last-error").wait_for(timeout=WAIT_MS)

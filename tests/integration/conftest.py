@@ -59,9 +59,16 @@ def aws(monkeypatch: pytest.MonkeyPatch) -> Iterator[dict[str, Any]]:
         token_key = kms.create_key(KeySpec="HMAC_256", KeyUsage="GENERATE_VERIFY_MAC")["KeyMetadata"]["Arn"]
         monkeypatch.setenv("PAGE_TOKEN_KEY_ID", token_key)
         from churnguard import aws as aws_clients
-        from churnguard.api import dashboard, integrations, keys
+        from churnguard.api import dashboard, integrations, keys, syncs
 
-        caches = (aws_clients.client, integrations.service, keys.service, dashboard.probe, dashboard.services)
+        caches = (
+            aws_clients.client,
+            integrations.service,
+            keys.service,
+            dashboard.probe,
+            dashboard.services,
+            syncs.launcher,
+        )
         for cached in caches:
             cached.cache_clear()
         yield {"dynamodb": dynamodb, "kms": kms, "table": TABLE, "key_arn": key_arn}

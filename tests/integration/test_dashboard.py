@@ -213,3 +213,48 @@ def test_a_failed_run_shows_the_error_message_not_the_lambda_stack_trace(api: An
     assert detail["recent_runs"][0]["error"] == "SourceError: table x.missing does not exist"
     stored = harness.syncs.get(ORG, config.integration_id, run.sync_id)
     assert "stackTrace" not in stored.model_dump_json() and "/var/task" not in stored.model_dump_json()
+
+
+def test_a_connection_is_tested_before_the_integration_is_saved(
+    api: Any, aws: dict[str, Any], harness: Any, postgres: Any, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from churnguard.api import syncs
+
+    monkeypatch.setenv("SYNC_STATE_MACHINE_ARN", "arn:aws:states:us-east-1:123456789012:stateMachine:unused")
+    syncs.launcher.cache_clear()
+    create_customers(postgres, rows=5)
+    url = postgres.url
+    body = {
+        "integration_name": "Draft",
+        "provider_name": "postgresql",
+        "base_url": url.address,
+        "entity_mappings": {"customer": f"{postgres.name}.customers"},
+        "credentials": {
+            "credential_type": "basic_auth",
+            "username": url.user,
+            "password": url.password or "trust-auth-ignores-this",
+            "custom_fields": {"database": url.database},
+        },
+    }
+    ok = api.call("POST", "/api/integrations/test-connection", org=ORG, body=body)
+    assert ok.status == 200, ok.body
+    assert ok.body["status"] == "ok" and ok.body["ok"] is True
+    missing = api.call(
+        "POST",
+        "/api/integrations/test-connection",
+        org=ORG,
+        body={**body, "entity_mappings": {"customer": f"{postgres.name}.missing"}},
+    )
+    assert missing.status == 200 and missing.body["status"] == "missing_object"
+    assert "does not exist" in json.dumps(missing.body)
+    assert api.call("GET", "/api/integrations", org=ORG).body["items"] == [], "nothing saved"
+    items = aws["dynamodb"].scan(TableName=aws["table"])["Items"]
+    assert not [i for i in items if i["sk"]["S"].startswith(("CIRCUIT#", "CREDENTIALS#", "INTEGRATION"))]
+
+    no_credentials = {k: v for k, v in body.items() if k != "credentials"}
+    refused = api.call("POST", "/api/integrations/test-connection", org=ORG, body=no_credentials)
+    assert refused.status == 422 and refused.body["error"]["details"]["fields"][0]["field"] == "credentials"
+    other = api.call("POST", "/api/integrations/test-connection", org=ORG, body={**body, "organization_id": "org_x"})
+    assert other.status == 403
+    password = body["credentials"]["password"]  # type: ignore[index]
+    assert password not in ok.raw and password not in missing.raw

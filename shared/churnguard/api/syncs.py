@@ -14,7 +14,7 @@ from churnguard.api.http import caller_organization
 from churnguard.api.integrations import integration_id_or_404
 from churnguard.api.integrations import service as integration_service
 from churnguard.connectors.base import ConnectionCheck
-from churnguard.models import DataSyncMode, IntegrationStatus, Model, StrictModel
+from churnguard.models import DataSyncMode, IntegrationCreateRequest, IntegrationStatus, Model, StrictModel
 from churnguard.runs import SyncHistoryPage, SyncRunView
 from churnguard.store.integrations import IntegrationFilter
 from churnguard.sync.views import SyncStarted, SyncStatusView
@@ -93,6 +93,16 @@ def cancel_sync(integration_id: str) -> SyncRunView:
 def test_connection(integration_id: str) -> ConnectionTestResult:
     organization_id = caller_organization(router)
     return _test(organization_id, integration_service().get(organization_id, integration_id_or_404(integration_id)))
+
+
+@router.post(
+    "/api/integrations/test-connection",
+    tags=["syncs"],
+    summary="Test a connection before registering it: the body of POST /api/integrations; nothing is saved",
+)
+def test_draft_connection(body: Annotated[IntegrationCreateRequest, Body()]) -> ConnectionCheck:
+    config, credentials = integration_service().draft(caller_organization(router), body)
+    return launcher().engine.test_draft(config, credentials)
 
 
 @router.post("/api/system/test-connections", tags=["syncs"], summary="Test every integration of the organisation")

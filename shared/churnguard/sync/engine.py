@@ -61,7 +61,14 @@ from churnguard.pipeline.core import Batch, StreamPipeline, build_pipeline
 from churnguard.pipeline.records import Operation
 from churnguard.pipeline.sinks import Part, PartKey, Sink
 from churnguard.providers.registry import connector_class, supported_providers
-from churnguard.resilience import CircuitBreaker, CircuitOpenError, Guard, RateLimiter, RetryPolicy
+from churnguard.resilience import (
+    CircuitBreaker,
+    CircuitOpenError,
+    Guard,
+    RateLimiter,
+    RetryPolicy,
+    UnsharedBreakerStore,
+)
 from churnguard.runs import (
     MAX_ERRORS,
     TERMINAL_STATUSES,
@@ -249,6 +256,30 @@ class SyncEngine:
 
     def test_connection(self, organization_id: str, integration_id: str) -> ConnectionCheck:
         connector = self._connector(self._integrations.get(organization_id, integration_id))
+        try:
+            return connector.check()
+        finally:
+            connector.close()
+
+    def test_draft(self, config: IntegrationConfiguration, credentials: IntegrationCredentials) -> ConnectionCheck:
+        """Tests an integration before it is saved: nothing is stored (no breaker state, and a
+        source that renews credentials has nowhere to keep them)."""
+        if config.provider_name not in supported_providers():
+            raise ValidationFailedError(
+                f"provider {config.provider_name.value!r} cannot be tested yet",
+                {"fields": [{"field": "provider_name", "message": "no connector for this provider"}]},
+            )
+        connector_class = self._connectors(config.provider_name)
+        guard = Guard(
+            retry=RetryPolicy.from_sync_config(config.sync_config, sleep=self._sleep, clock=self._monotonic),
+            limiter=RateLimiter.from_sync_config(
+                config.sync_config, connector_class.limits, clock=self._monotonic, sleep=self._sleep
+            ),
+            breaker=CircuitBreaker(
+                UnsharedBreakerStore(), config.organization_id, config.integration_id, clock=self._clock
+            ),
+        )
+        connector = connector_class(config, credentials, guard)
         try:
             return connector.check()
         finally:

@@ -366,7 +366,7 @@ function alertTable(items) {
       el(
         "tr",
         { "data-alert": alert.alert_id },
-        el("td", {}, badge(alert.severity === "critical" ? "failing" : "degraded", undefined)),
+        el("td", {}, el("span", { class: `badge state-${alert.severity === "critical" ? "failing" : "degraded"}`, text: alert.severity })),
         el("td", { class: "alert-message", text: alert.message }),
         el("td", { class: "alert-state", text: alert.state }),
         el("td", { text: when(alert.opened_at) }),
@@ -550,13 +550,27 @@ async function renderNew(token) {
   if (token !== renderToken) return;
   clear(main);
   const form = el("form", { id: "new-integration" }, el("h2", { text: "Register an integration" }));
-  put(form, 
+  const result = el("div", { id: "new-result", "aria-live": "polite" });
+  const testButton = el("button", {
+    type: "button",
+    id: "test-draft",
+    class: "secondary",
+    text: "Test the connection",
+    onclick: async () => {
+      clear(result);
+      for (const node of form.querySelectorAll(".field-error, .form-error")) node.remove();
+      const check = await api("POST", "/api/integrations/test-connection", collect(form));
+      if (check.status === 422 || check.status === 403) showErrors(form, check);
+      else put(result, connectionResult({ ok: check.ok, status: check.status, body: check.ok ? { check: check.body } : check.body }));
+    },
+  });
+  put(
+    form,
     ...fieldsFor("IntegrationCreateRequest", "", {
       skip: ["organization_id", "created_by", "rest_source", "source_options", "webhook_url", "credentials.token_expires_at", "sync_config.data_filters", "sync_config.field_mappings", "sync_config.last_sync_timestamp"],
     }),
-    el("button", { type: "submit", text: "Register and test the connection" }),
+    el("div", { class: "actions" }, testButton, el("button", { type: "submit", text: "Register" })),
   );
-  const result = el("div", { id: "new-result", "aria-live": "polite" });
   form.addEventListener("submit", async (event) => {
     event.preventDefault();
     clear(result);
@@ -567,9 +581,7 @@ async function renderNew(token) {
     }
     for (const node of form.querySelectorAll(".field-error, .form-error")) node.remove();
     const id = response.body.integration_id;
-    put(result, notice(`Registered ${response.body.integration.integration_name}. Testing its connection…`));
-    const check = await api("POST", `/api/integrations/${encodeURIComponent(id)}/test-connection`);
-    put(result, connectionResult(check), el("a", { href: `#/integration/${encodeURIComponent(id)}`, id: "open-new", text: "Open the integration" }));
+    put(result, notice(`Registered ${response.body.integration.integration_name}.`), el("a", { href: `#/integration/${encodeURIComponent(id)}`, id: "open-new", text: "Open the integration" }));
   });
   put(main, form, result);
 }
