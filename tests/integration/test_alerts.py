@@ -309,3 +309,101 @@ def test_the_function_evaluates_every_interval() -> None:
     assert evaluation_times(305.0, 300) == [305.0]
     assert evaluation_times(0.0, 15) == [0.0, 15.0, 30.0, 45.0]
     assert AlertSettingsUpdate().consecutive_failures == 3
+
+
+def test_signature_failures_spiking_on_an_endpoint_alert_and_resolve_an_hour_later(
+    aws: dict[str, Any], api: Any, harness: Any, sns_messages: Any
+) -> None:
+    topic, received = sns_messages
+    clock = Clock()
+    evaluator = _evaluator(aws, harness, clock, topic)
+    activity = ActivityStore(aws["dynamodb"], aws["table"], clock=clock)
+    activity.add(activity.hour_update(ORG, {"wh#stripe#refused_signature": 19, "refused_signature": 19}))
+    assert evaluator.evaluate(ORG) == (0, 0)  # below 20 an hour
+    activity.add(activity.hour_update(ORG, {"wh#stripe#refused_signature": 6, "refused_signature": 6}))
+    assert evaluator.evaluate(ORG) == (1, 0)
+    (alert,) = api.call("GET", "/api/dashboard/alerts", org=ORG).body["items"]
+    assert alert["rule"] == "signature_failures" and alert["subject"] == "webhook:stripe"
+    assert alert["integration_id"] is None and "25 stripe webhook deliveries" in alert["message"]
+    clock.now += 2 * 3600
+    assert evaluator.evaluate(ORG) == (0, 1)
+    assert [m["transition"] for m in received()] == ["opened", "resolved"]
+
+
+def test_every_integration_rule_names_its_condition() -> None:
+    """The rules against summaries built the way the dashboard builds them."""
+    from churnguard.dashboard.alerts import AlertSettings, ChatWebhookSummary, conditions
+    from churnguard.dashboard.service import _summary
+    from churnguard.models import IntegrationConfiguration
+    from churnguard.resilience import BreakerState
+    from churnguard.runs import QuotaUsage
+
+    now = datetime.now(UTC)
+    settings = AlertSettings(
+        **AlertSettingsUpdate().model_dump(exclude={"chat_webhook_url"}),
+        chat_webhook=ChatWebhookSummary(configured=False, host=None),
+        version=0,
+    )
+
+    def config(name: str, **changes: Any) -> IntegrationConfiguration:
+        return IntegrationConfiguration.model_validate(
+            {
+                "organization_id": ORG,
+                "integration_name": name,
+                "provider_name": "stripe",
+                "status": "active",
+                "created_at": now - timedelta(days=40),
+                **changes,
+            }
+        )
+
+    def succeeded(ago: timedelta) -> RunOutcome:
+        return RunOutcome(
+            sync_id=f"syn_{name}",
+            status=SyncStatus.SUCCEEDED,
+            trigger="schedule",
+            started_at=now - ago,
+            finished_at=now - ago,
+            duration_seconds=1,
+            records_read=1,
+            records_written=1,
+            records_rejected=0,
+        )
+
+    name = "x"
+    fresh = RunHistory(
+        integration_id="a", runs=[succeeded(timedelta(minutes=5))], last_success_at=now, last_success_started_at=now
+    )
+    old = RunHistory(
+        integration_id="b",
+        runs=[succeeded(timedelta(days=29))],
+        last_success_at=now - timedelta(days=29),
+        last_success_started_at=now - timedelta(days=29),
+    )
+    summaries = [
+        _summary(config("refused", status="auth_failed"), fresh, None, 0, None, now),
+        _summary(config("letters"), fresh, None, 3, None, now),
+        _summary(
+            config("spent"),
+            fresh.model_copy(
+                update={"quota": QuotaUsage(used=85, limit=100, what="daily API requests", observed_at=now)}
+            ),
+            None,
+            0,
+            None,
+            now,
+        ),
+        _summary(config("expiring"), old, BreakerState(), 0, None, now),
+        _summary(config("paused", status="paused"), old, None, 9, None, now),
+    ]
+    found = {
+        (c.rule, next(s.integration_name for s in summaries if s.integration_id == c.subject))
+        for c in conditions(summaries, {}, settings, now)
+    }
+    assert found == {
+        ("auth_failed", "refused"),
+        ("dead_letters", "letters"),
+        ("quota", "spent"),
+        ("stale", "expiring"),
+        ("data_loss", "expiring"),
+    }, "a paused integration raises nothing"
