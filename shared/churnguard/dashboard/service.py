@@ -216,7 +216,7 @@ class DashboardService:
         history = self._histories.get(organization_id, integration_id)
         holder = self._syncs.lock_holder(organization_id, integration_id)
         live = holder is not None and holder[1] > self._clock()
-        runs, _ = self._syncs.history(organization_id, integration_id, RECENT_RUNS, None)
+        runs = self._syncs.recent(organization_id, integration_id, RECENT_RUNS)
         dead = self._webhooks.deadletters_by_integration(organization_id).get(integration_id, 0)
         summary = _summary(
             config,

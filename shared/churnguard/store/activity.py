@@ -18,10 +18,11 @@ import logging
 import re
 import time
 from collections.abc import Mapping
-from datetime import UTC, datetime, timedelta
+from datetime import UTC, datetime
 from typing import Any
 
 from churnguard.store.keys import key
+from churnguard.store.paging import every_item
 
 logger = logging.getLogger(__name__)
 
@@ -133,13 +134,7 @@ class ActivityStore:
             "KeyConditionExpression": condition,
             "ExpressionAttributeValues": values,
         }
-        items: list[dict[str, Any]] = []
-        while True:
-            response = self._db.query(**request)
-            items.extend(response.get("Items", []))
-            if "LastEvaluatedKey" not in response:
-                return items
-            request["ExclusiveStartKey"] = response["LastEvaluatedKey"]
+        return list(every_item(self._db, request))
 
 
 def _counters(item: Mapping[str, Any]) -> dict[str, int]:
@@ -153,7 +148,3 @@ def total(buckets: Mapping[str, Mapping[str, int]], counter: str, since: str = "
 
 def hour_key(at: datetime) -> str:
     return hour_sk(at)[2:]
-
-
-def hours_ago(now: datetime, hours: int) -> datetime:
-    return now - timedelta(hours=hours)

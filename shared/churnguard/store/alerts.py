@@ -28,6 +28,7 @@ from churnguard.store.keys import (
     open_alert_key,
     org_pk,
 )
+from churnguard.store.paging import every_item
 
 STATES = ("open", "acknowledged", "resolved")
 
@@ -93,22 +94,16 @@ class AlertStore:
             "ExpressionAttributeValues": {":pk": {"S": org_pk(organization_id)}, ":prefix": {"S": ALERT_OPEN_PREFIX}},
             "ConsistentRead": True,
         }
-        found: list[OpenAlert] = []
-        while True:
-            response = self._db.query(**request)
-            found.extend(
-                OpenAlert(
-                    alert_id=item["alert_id"]["S"],
-                    rule=item["rule"]["S"],
-                    subject=item["subject"]["S"],
-                    resolving=bool(item.get("resolving", {}).get("BOOL", False)),
-                    sent=frozenset(item.get("sent", {}).get("SS", [])),
-                )
-                for item in response.get("Items", [])
+        return [
+            OpenAlert(
+                alert_id=item["alert_id"]["S"],
+                rule=item["rule"]["S"],
+                subject=item["subject"]["S"],
+                resolving=bool(item.get("resolving", {}).get("BOOL", False)),
+                sent=frozenset(item.get("sent", {}).get("SS", [])),
             )
-            if "LastEvaluatedKey" not in response:
-                return found
-            request["ExclusiveStartKey"] = response["LastEvaluatedKey"]
+            for item in every_item(self._db, request)
+        ]
 
     def mark_sent(self, organization_id: str, alert: OpenAlert, notification: str) -> None:
         """Records that `notification` (e.g. "sns:opened") went out, so it is never sent twice."""

@@ -12,6 +12,7 @@ from typing import Any
 
 from churnguard.resilience import CLOSED, HALF_OPEN, OPEN, BreakerState
 from churnguard.store.keys import CIRCUIT_PREFIX, circuit_key, org_pk
+from churnguard.store.paging import every_item
 
 
 class CircuitBreakerStore:
@@ -32,14 +33,7 @@ class CircuitBreakerStore:
             "KeyConditionExpression": "pk = :pk AND begins_with(sk, :prefix)",
             "ExpressionAttributeValues": {":pk": {"S": org_pk(organization_id)}, ":prefix": {"S": CIRCUIT_PREFIX}},
         }
-        found: dict[str, BreakerState] = {}
-        while True:
-            response = self._db.query(**request)
-            for item in response.get("Items", []):
-                found[item["sk"]["S"][len(CIRCUIT_PREFIX) :]] = _state(item)
-            if "LastEvaluatedKey" not in response:
-                return found
-            request["ExclusiveStartKey"] = response["LastEvaluatedKey"]
+        return {item["sk"]["S"][len(CIRCUIT_PREFIX) :]: _state(item) for item in every_item(self._db, request)}
 
     def record_failure(self, organization_id: str, integration_id: str, now: float, threshold: int) -> BreakerState:
         """Counts one failure atomically, then opens the breaker if this one reached the threshold

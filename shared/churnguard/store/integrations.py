@@ -17,6 +17,7 @@ from churnguard.store.keys import (
     org_pk,
     run_history_key,
 )
+from churnguard.store.paging import every_item
 
 _QUERY_PAGE = 100
 
@@ -111,13 +112,9 @@ class IntegrationStore:
             "ExpressionAttributeValues": {":pk": {"S": org_pk(organization_id)}, ":prefix": {"S": INTEGRATION_PREFIX}},
             "ProjectionExpression": "doc",
         }
-        found: list[IntegrationConfiguration] = []
-        while True:
-            response = self._db.query(**request)
-            found.extend(IntegrationConfiguration.model_validate_json(item["doc"]["S"]) for item in response["Items"])
-            if "LastEvaluatedKey" not in response:
-                return found
-            request["ExclusiveStartKey"] = response["LastEvaluatedKey"]
+        return [
+            IntegrationConfiguration.model_validate_json(item["doc"]["S"]) for item in every_item(self._db, request)
+        ]
 
     def update(
         self,

@@ -6,6 +6,7 @@ from typing import Any
 
 from churnguard.models import utc_now
 from churnguard.store.keys import ORGANIZATION_INDEX_PK, ORGANIZATION_SK, key, org_pk, organization_index_key
+from churnguard.store.paging import every_item
 
 
 class OrganizationStore:
@@ -43,10 +44,4 @@ class OrganizationStore:
             "ExpressionAttributeValues": {":pk": {"S": ORGANIZATION_INDEX_PK}},
             "ProjectionExpression": "sk",
         }
-        found: list[str] = []
-        while True:
-            response = self._db.query(**request)
-            found.extend(item["sk"]["S"] for item in response.get("Items", []))
-            if "LastEvaluatedKey" not in response:
-                return found
-            request["ExclusiveStartKey"] = response["LastEvaluatedKey"]
+        return [item["sk"]["S"] for item in every_item(self._db, request)]

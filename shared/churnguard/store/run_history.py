@@ -13,6 +13,7 @@ from typing import Any
 
 from churnguard.runs import RunHistory, SyncRun
 from churnguard.store.keys import RUNSTATS_PREFIX, org_pk, run_history_key
+from churnguard.store.paging import every_item
 
 _ATTEMPTS = 5
 
@@ -36,15 +37,8 @@ class RunHistoryStore:
             "KeyConditionExpression": "pk = :pk AND begins_with(sk, :prefix)",
             "ExpressionAttributeValues": {":pk": {"S": org_pk(organization_id)}, ":prefix": {"S": RUNSTATS_PREFIX}},
         }
-        found: dict[str, RunHistory] = {}
-        while True:
-            response = self._db.query(**request)
-            for item in response.get("Items", []):
-                history = _history(item)
-                found[history.integration_id] = history
-            if "LastEvaluatedKey" not in response:
-                return found
-            request["ExclusiveStartKey"] = response["LastEvaluatedKey"]
+        histories = (_history(item) for item in every_item(self._db, request))
+        return {history.integration_id: history for history in histories}
 
     def record(self, run: SyncRun) -> None:
         """Adds a finished run to its integration's history."""

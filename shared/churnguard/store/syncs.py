@@ -24,6 +24,7 @@ from churnguard.errors import ConflictError, NotFoundError
 from churnguard.runs import SyncRun, SyncStatus
 from churnguard.store import pagetokens
 from churnguard.store.keys import SYNC_LOCK_PREFIX, org_pk, sync_cursor_key, sync_key, sync_lock_key, sync_prefix
+from churnguard.store.paging import every_item
 
 
 class SyncStore:
@@ -178,26 +179,9 @@ class SyncStore:
             },
             "ConsistentRead": True,
         }
-        holders: dict[str, str] = {}
-        while True:
-            response = self._db.query(**request)
-            for item in response.get("Items", []):
-                holders[item["sk"]["S"][len(SYNC_LOCK_PREFIX) :]] = item["sync_id"]["S"]
-            if "LastEvaluatedKey" not in response:
-                return holders
-            request["ExclusiveStartKey"] = response["LastEvaluatedKey"]
-
-    def get_many(self, organization_id: str, runs: dict[str, str]) -> list[SyncRun]:
-        """The runs {integration_id: sync_id}, in batches of 100 (one call each)."""
-        keys = [sync_key(organization_id, integration, sync) for integration, sync in runs.items()]
-        found: list[SyncRun] = []
-        for start in range(0, len(keys), 100):
-            request: dict[str, Any] = {self._table: {"Keys": keys[start : start + 100], "ConsistentRead": True}}
-            while request:
-                response = self._db.batch_get_item(RequestItems=request)
-                found.extend(_run(item) for item in response.get("Responses", {}).get(self._table, []))
-                request = response.get("UnprocessedKeys") or {}
-        return found
+        return {
+            item["sk"]["S"][len(SYNC_LOCK_PREFIX) :]: item["sync_id"]["S"] for item in every_item(self._db, request)
+        }
 
     def withdraw(self, run: SyncRun) -> None:
         """Removes a run that was created but never started, and its lock if it is still the run's."""
@@ -246,6 +230,21 @@ class SyncStore:
             ProjectionExpression="cancel_requested",
         ).get("Item", {})
         return bool(item.get("cancel_requested", {}).get("BOOL", False))
+
+    def recent(self, organization_id: str, integration_id: str, limit: int) -> list[SyncRun]:
+        """The newest `limit` runs, newest first (one query; no page token to sign)."""
+        response = self._db.query(
+            TableName=self._table,
+            KeyConditionExpression="pk = :pk AND begins_with(sk, :prefix)",
+            ExpressionAttributeValues={
+                ":pk": {"S": org_pk(organization_id)},
+                ":prefix": {"S": sync_prefix(integration_id)},
+            },
+            ScanIndexForward=False,
+            ConsistentRead=True,
+            Limit=limit,
+        )
+        return [_run(item) for item in response.get("Items", [])]
 
     def history(
         self, organization_id: str, integration_id: str, limit: int, next_token: str | None

@@ -22,6 +22,7 @@ from churnguard.store.keys import (
     webhook_key,
     webhook_rate_key,
 )
+from churnguard.store.paging import every_item
 
 
 @dataclass(frozen=True)
@@ -278,14 +279,10 @@ class WebhookStore:
             "ProjectionExpression": "integration_id",
         }
         counts: dict[str, int] = {}
-        while True:
-            response = self._db.query(**request)
-            for item in response.get("Items", []):
-                integration_id = item.get("integration_id", {}).get("S", "")
-                counts[integration_id] = counts.get(integration_id, 0) + 1
-            if "LastEvaluatedKey" not in response:
-                return counts
-            request["ExclusiveStartKey"] = response["LastEvaluatedKey"]
+        for item in every_item(self._db, request):
+            integration_id = item.get("integration_id", {}).get("S", "")
+            counts[integration_id] = counts.get(integration_id, 0) + 1
+        return counts
 
     def delete_deadletter(self, organization_id: str, message_key: str) -> None:
         self._db.delete_item(TableName=self._table, Key=deadletter_key(organization_id, message_key))
