@@ -145,3 +145,10 @@ def test_nothing_expires_for_full_syncs_databases_or_an_integration_that_never_s
 def test_the_organisation_score_is_the_mean_of_its_integrations() -> None:
     assert organization_score([100, 50, 75]) == 75
     assert organization_score([]) == 100
+
+
+def test_a_quota_reading_older_than_a_day_no_longer_counts() -> None:
+    quota = QuotaUsage(used=990, limit=1000, what="daily API requests", observed_at=NOW - timedelta(hours=25))
+    health = assess(_config(), _history(_run(SyncStatus.SUCCEEDED, HOUR / 2), quota=quota), None, 0, NOW)
+    assert _components(health)["quota"] is None
+    assert health.score == 100

@@ -233,7 +233,8 @@ def conditions(
                 "warning",
                 f"{name}: {item.dead_letters} webhook event(s) wait in the dead-letter queue",
             )
-        if item.quota is not None and item.quota.share * 100 >= settings.quota_percent:
+        quota_known = health["quota"].score is not None
+        if item.quota is not None and quota_known and item.quota.share * 100 >= settings.quota_percent:
             add("quota", subject, subject, "warning", f"{name}: {health['quota'].detail}")
         left = item.health.time_to_data_loss_seconds
         if left is not None and left < settings.data_loss_hours * 3600:

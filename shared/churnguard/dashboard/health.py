@@ -47,6 +47,7 @@ BLOCKING = frozenset({"authentication", "circuit"})  # at zero, nothing syncs
 HEALTHY_FROM, DEGRADED_FROM = 80, 50
 STALE_FACTOR = 2
 QUOTA_PRESSURE = 0.8
+QUOTA_READING_LIFETIME = timedelta(days=1)
 REJECTS_ZERO_AT = 0.10
 DEAD_LETTERS_ZERO_AT = 10
 
@@ -119,7 +120,7 @@ def assess(
             detail=f"{dead_letters} webhook event(s) in the dead-letter queue" if dead_letters else "none waiting",
         ),
         _circuit(breaker),
-        _quota(history),
+        _quota(history, now),
         HealthComponent(
             name="authentication",
             weight=WEIGHTS["authentication"],
@@ -234,11 +235,16 @@ def _circuit(breaker: BreakerState | None) -> HealthComponent:
     return HealthComponent(name="circuit", weight=WEIGHTS["circuit"], score=score, detail=detail)
 
 
-def _quota(history: RunHistory) -> HealthComponent:
+def _quota(history: RunHistory, now: datetime) -> HealthComponent:
     quota = history.quota
     if quota is None:
         return HealthComponent(
             name="quota", weight=WEIGHTS["quota"], score=None, detail="the provider reports no allocation"
+        )
+    if now - quota.observed_at > QUOTA_READING_LIFETIME:
+        # Daily allocations roll over: a reading from more than a day ago says nothing about now.
+        return HealthComponent(
+            name="quota", weight=WEIGHTS["quota"], score=None, detail="no reading of the allocation in the last day"
         )
     return HealthComponent(
         name="quota",
