@@ -74,6 +74,9 @@ def register_through_the_form(page: Any, name: str, url: DatabaseUrl, table: str
     page.select_option("#f-status", "active")
     page.fill("#f-base_url", url.address)
     page.fill("#f-entity_mappings", f"customer = {table}")
+    page.select_option("#f-credentials-credential_type", "oauth2")
+    assert page.locator("#f-credentials-access_token").is_visible()
+    assert not page.locator("#f-credentials-password").is_visible(), "a form per credential type"
     page.select_option("#f-credentials-credential_type", "basic_auth")
     page.fill("#f-credentials-username", url.user)
     page.fill("#f-credentials-password", url.password or "trust-auth-ignores-this")
@@ -117,6 +120,7 @@ def test_the_dashboard_in_a_real_browser(
     # Sign in with the keyboard alone: the key field has focus, Enter submits.
     page.goto(f"{tenant.base_url}/dashboard")
     page.locator("#api-key").wait_for()
+    assert not page.locator("#nav").is_visible(), "no navigation before signing in"
     page.screenshot(path=shots / "sign-in.png")
     page.keyboard.type("cg_not_a_real_key")
     page.keyboard.press("Enter")
@@ -184,7 +188,12 @@ def test_the_dashboard_in_a_real_browser(
     # A dead letter: a Stripe endpoint made on the page, an event that fails every attempt.
     page.goto(f"{tenant.base_url}/dashboard#/webhooks")
     page.locator("#new-endpoint").wait_for()
+    page.select_option("#f-provider", "sendgrid")
+    assert page.locator("#f-sendgrid_public_key").is_visible() and not page.locator("#f-secret_key").is_visible()
     page.select_option("#f-provider", "stripe")
+    assert (
+        not page.locator("#f-sendgrid_public_key").is_visible() and not page.locator("#f-signature_header").is_visible()
+    )
     page.fill("#f-secret_key", STRIPE_SECRET)
     page.locator("#new-endpoint button[type=submit]").click()
     page.locator("#webhook-result .secret-once").wait_for()

@@ -215,6 +215,42 @@ function inputFor(name, path, field, raw, isRequired, options) {
   return el("div", { class: "field", "data-field": path }, labelNode, input, hint ? el("span", { class: "hint", text: hint }) : null);
 }
 
+// Which generated fields a form shows for its current choices (a form per provider and
+// credential type): hidden fields are not submitted.
+const CREDENTIAL_FIELDS = {
+  oauth2: ["access_token", "refresh_token"],
+  api_key: ["api_key", "api_secret"],
+  basic_auth: ["username", "password"],
+  custom: ["access_token", "api_key", "api_secret", "username", "password"],
+};
+const CUSTOM_ENDPOINT_FIELDS = ["custom_scheme", "signature_header", "signature_encoding", "signature_prefix", "event_id_field", "event_type_field", "event_time_field", "record_id_field", "entity", "delete_event_types"];
+const PROVIDER_ENDPOINT_FIELDS = { sendgrid: "sendgrid_public_key", salesforce: "salesforce_organization_id", hubspot: "hubspot_allow_legacy_signatures" };
+const SECRETLESS_PROVIDERS = ["sendgrid", "salesforce"];
+
+function credentialsShown(path, form, prefix) {
+  const type = form.querySelector(`[data-path="${prefix}credential_type"]`);
+  const name = path.slice(prefix.length);
+  if (!type || !["access_token", "refresh_token", "api_key", "api_secret", "username", "password"].includes(name)) return true;
+  return (CREDENTIAL_FIELDS[type.value] || []).includes(name);
+}
+
+function endpointShown(path, form) {
+  const provider = form.querySelector('[data-path="provider"]').value;
+  if (CUSTOM_ENDPOINT_FIELDS.includes(path)) return provider === "custom";
+  const owner = Object.entries(PROVIDER_ENDPOINT_FIELDS).find(([, field]) => field === path);
+  if (owner) return owner[0] === provider;
+  if (path === "secret_key") return !SECRETLESS_PROVIDERS.includes(provider);
+  return true;
+}
+
+function applyVisibility(form, shown) {
+  const update = () => {
+    for (const field of form.querySelectorAll("[data-field]")) field.hidden = !shown(field.dataset.field, form);
+  };
+  form.addEventListener("change", update);
+  update();
+}
+
 function assign(target, path, value) {
   const parts = path.split(".");
   let node = target;
@@ -225,6 +261,7 @@ function assign(target, path, value) {
 function collect(form) {
   const result = {};
   for (const input of form.querySelectorAll("[data-path]")) {
+    if (input.closest("[hidden]")) continue;
     const { path, kind } = input.dataset;
     if (kind === "bool") {
       assign(result, path, input.checked);
@@ -533,6 +570,7 @@ async function settingsForms(integrationId, summary) {
     else route();
   });
   const credentialsForm = el("form", { id: "credentials-form" }, el("h3", { text: "Replace credentials" }), el("p", { class: "muted", text: "Stored encrypted; the current ones are never shown." }), fieldsFor("IntegrationCredentials", "", { skip: ["token_expires_at"] }), el("button", { type: "submit", text: "Replace credentials" }));
+  applyVisibility(credentialsForm, (path) => credentialsShown(path, credentialsForm, ""));
   credentialsForm.addEventListener("submit", async (event) => {
     event.preventDefault();
     const response = await api("PUT", `${base}/credentials`, collect(credentialsForm));
@@ -571,6 +609,7 @@ async function renderNew(token) {
     }),
     el("div", { class: "actions" }, testButton, el("button", { type: "submit", text: "Register" })),
   );
+  applyVisibility(form, (path) => credentialsShown(path, form, "credentials."));
   form.addEventListener("submit", async (event) => {
     event.preventDefault();
     clear(result);
@@ -643,7 +682,10 @@ function newSecret() {
 }
 
 function createEndpointForm(result) {
-  const form = el("form", { id: "new-endpoint" }, el("h3", { text: "Create an endpoint" }), fieldsFor("WebhookEndpointCreateRequest", "", { skip: ["organization_id", "url_path", "integration_id", "field_mappings", "options"] }));
+  const fields = fieldsFor("WebhookEndpointCreateRequest", "", { skip: ["organization_id", "url_path", "integration_id", "field_mappings", "options"] });
+  const providerFirst = [...fields.filter((f) => f.dataset.field === "provider"), ...fields.filter((f) => f.dataset.field !== "provider")];
+  const form = el("form", { id: "new-endpoint" }, el("h3", { text: "Create an endpoint" }), providerFirst);
+  applyVisibility(form, (path) => endpointShown(path, form));
   const secret = form.querySelector('[data-path="secret_key"]');
   put(form, 
     el("button", { type: "button", class: "secondary", text: "Generate a secret (custom provider)", onclick: () => (secret.value = newSecret()) }),
