@@ -267,7 +267,9 @@ class SyncHistoryPage(Model):
     next_token: str | None = None
 
 
-RECENT_RUNS = 20
+# As many as the health score reads (its success and rejects rates count the last 10 runs); the
+# dashboard's run list reads the runs themselves.
+RECENT_RUNS = 10
 
 
 class RunOutcome(Model):

@@ -57,6 +57,7 @@ def _module(provider: str, part: str) -> Any:
     return import_module(f"churnguard.providers.{provider}.{part}")
 
 
+@cache
 def supported_providers() -> frozenset[ProviderName]:
     """The providers that can sync (ProviderName is imported here: it pulls in pydantic)."""
     from churnguard.models import ProviderName
