@@ -28,7 +28,7 @@ from churnguard.store.keys import (
     open_alert_key,
     org_pk,
 )
-from churnguard.store.paging import every_item
+from churnguard.store.paging import every_item, filled_page
 
 STATES = ("open", "acknowledged", "resolved")
 
@@ -204,19 +204,10 @@ class AlertStore:
                 "pk": {"S": org_pk(organization_id)},
                 "sk": {"S": pagetokens.read(next_token, organization_id, query, ALERT_PREFIX)},
             }
-        found: list[dict[str, Any]] = []
-        while True:
-            response = self._db.query(**request)
-            items = response.get("Items", [])
-            last_key = response.get("LastEvaluatedKey")
-            for index, item in enumerate(items):
-                found.append(_alert(item))
-                if len(found) == limit:
-                    more = index < len(items) - 1 or last_key is not None
-                    return found, pagetokens.issue(organization_id, query, item["sk"]["S"]) if more else None
-            if not last_key:
-                return found, None
-            request["ExclusiveStartKey"] = last_key
+        items, token = filled_page(
+            self._db, request, limit, lambda sort_key: pagetokens.issue(organization_id, query, sort_key)
+        )
+        return [_alert(item) for item in items], token
 
     # ------------------------------------------------------------ settings
 

@@ -17,7 +17,7 @@ from churnguard.store.keys import (
     org_pk,
     run_history_key,
 )
-from churnguard.store.paging import every_item
+from churnguard.store.paging import every_item, filled_page
 
 _QUERY_PAGE = 100
 
@@ -54,11 +54,7 @@ class IntegrationStore:
     def page(
         self, organization_id: str, filters: IntegrationFilter, limit: int, next_token: str | None
     ) -> tuple[list[IntegrationConfiguration], str | None]:
-        """One page of an organisation's integrations, ordered by id.
-
-        Filters run in DynamoDB, which may return short pages; this keeps reading until the page
-        is full, and the token then names the last item returned, so nothing is skipped.
-        """
+        """One page of an organisation's integrations, ordered by id (filters run in DynamoDB)."""
         request: dict[str, Any] = {
             "TableName": self._table,
             "KeyConditionExpression": "pk = :pk AND begins_with(sk, :prefix)",
@@ -89,19 +85,10 @@ class IntegrationStore:
                 "sk": {"S": pagetokens.read(next_token, organization_id, query, INTEGRATION_PREFIX)},
             }
 
-        found: list[IntegrationConfiguration] = []
-        while True:
-            response = self._db.query(**request)
-            items = response.get("Items", [])
-            last_key = response.get("LastEvaluatedKey")
-            for index, item in enumerate(items):
-                found.append(IntegrationConfiguration.model_validate_json(item["doc"]["S"]))
-                if len(found) == limit:
-                    more = index < len(items) - 1 or last_key is not None
-                    return found, pagetokens.issue(organization_id, query, item["sk"]["S"]) if more else None
-            if not last_key:
-                return found, None
-            request["ExclusiveStartKey"] = last_key
+        items, token = filled_page(
+            self._db, request, limit, lambda sort_key: pagetokens.issue(organization_id, query, sort_key)
+        )
+        return [IntegrationConfiguration.model_validate_json(item["doc"]["S"]) for item in items], token
 
     def all(self, organization_id: str) -> list[IntegrationConfiguration]:
         """Every integration of the organisation, in as few queries as their size allows (a
