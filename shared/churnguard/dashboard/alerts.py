@@ -212,13 +212,8 @@ def conditions(
         health = {c.name: c for c in item.health.components}
         failures = item.consecutive_failures
         if failures >= settings.consecutive_failures:
-            add(
-                "sync_failed",
-                subject,
-                subject,
-                "critical",
-                f"{name}: the last {failures} syncs failed ({item.last_error})",
-            )
+            what = "the last sync failed" if failures == 1 else f"the last {failures} syncs failed"
+            add("sync_failed", subject, subject, "critical", f"{name}: {what} ({item.last_error})")
         if item.health.stale:
             add("stale", subject, subject, "warning", f"{name} is stale: {health['freshness'].detail}")
         if item.status.value == "auth_failed":
