@@ -5,9 +5,10 @@ the lake or the whole table.
     STATS#<org>  D#<integration>#<yyyy-mm-dd>  one integration's counters for one UTC day; TTL 95 d
 
 Every change is one `ADD`, so concurrent writers never conflict. A sync's counters are written in
-the transaction that finishes its run (exactly once); a webhook delivery's by the receiver after
-it answers, and the records webhooks land by the processor: those are best effort (a failed
-write is logged, never fails the delivery), the lake itself stays exact.
+the transaction that finishes its run (exactly once). Webhook events accepted, and the records
+they land, are added by the processor once per batch; duplicates, ignored events and refusals by
+the receiver (a plain accepted delivery costs the receiver no extra write). Webhook counters are
+best effort (a failed write is logged, never fails a delivery); the lake itself stays exact.
 
 Imported by the webhook receiver, whose cold start is budgeted: plain dicts, no pydantic.
 """

@@ -136,16 +136,19 @@ class EventProcessor:
         final = receive_count >= self._max_receive_count
         if final:
             self._dead_letter(queued, STOPPED_ON_FINAL_ATTEMPT, receive_count)
+        tally = self._tally.setdefault((queued.organization_id, queued.integration_id), Counter())
+        accepted = {"webhook_accepted": 1, f"wh#{queued.event.provider}#accepted": 1}
         try:
             landed = self.process(queued)
         except Exception as exc:
             if final:
                 self._dead_letter(queued, f"{type(exc).__name__}: {str(exc)[:500]}", receive_count)
-                self._tally.setdefault((queued.organization_id, queued.integration_id), Counter())["deadletters"] += 1
+                tally.update({**accepted, "deadletters": 1})
             raise
         if final:
             self._store.delete_deadletter(queued.organization_id, queued.event_key)
-        self._tally.setdefault((queued.organization_id, queued.integration_id), Counter()).update(landed)
+        tally.update(landed)
+        tally.update(accepted)
 
     def flush_activity(self) -> None:
         """Adds what this batch landed to the dashboard's counters: one write per organisation

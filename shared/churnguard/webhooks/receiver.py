@@ -223,16 +223,14 @@ class WebhookReceiver:
         return response(200, outcome.__dict__)
 
     def _count_activity(self, activity: ActivityStore, stored: StoredEndpoint, status: int) -> None:
-        """Counts the delivery on the dashboard: what was accepted, or why it was refused.
-        Only deliveries to an existing endpoint count, so a stranger cannot make counters."""
+        """Counts on the dashboard what only the receiver sees: duplicates, ignored events and
+        refusals (only for an existing endpoint, so a stranger cannot make counters). Accepted
+        events are counted by the processor, a batch at a time: a delivery that is simply
+        accepted costs no extra write here."""
         provider = stored.doc["provider"]
         counts: dict[str, int] = {}
         if self._outcome is not None:
-            for name, value in (
-                ("accepted", self._outcome.accepted),
-                ("duplicate", self._outcome.duplicates),
-                ("ignored", self._outcome.ignored),
-            ):
+            for name, value in (("duplicate", self._outcome.duplicates), ("ignored", self._outcome.ignored)):
                 if value:
                     counts[f"webhook_{name}"] = counts[f"wh#{provider}#{name}"] = value
         elif status in REFUSAL_REASONS:
