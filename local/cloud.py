@@ -20,6 +20,7 @@ from local.pollers import (
     Clock,
     KinesisPoller,
     KinesisSource,
+    MappingWatcher,
     ScheduleRunner,
     SqsPoller,
     SqsSource,
@@ -153,6 +154,15 @@ class LocalCloud:
             clients, runtime, clock=self._clock, interval=self._poll_interval, owns=self._owns_target
         )
         self._workers.append(schedules)
+        self._workers.append(
+            MappingWatcher(
+                clients,
+                runtime,
+                interval=1.0,
+                poll_interval=self._poll_interval,
+                role_arn=provisioner.execution_role_arn(),
+            )
+        )
         for worker in self._workers:
             worker.start()
         logger.info("local cloud %s is up: moto at %s", self.stack_name, self.aws_endpoint_url)

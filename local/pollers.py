@@ -217,6 +217,7 @@ class KinesisPoller(Worker):
     ) -> None:
         super().__init__(interval)
         self.source = source
+        self.suspended = False  # a disabled mapping keeps its place, as Lambda's does
         self.name = f"kinesis-{source.function}"
         self._clients = clients
         self._runtime = runtime
@@ -237,6 +238,8 @@ class KinesisPoller(Worker):
             self._shards.append(_Shard(shard["ShardId"], iterator, source.batch_size))
 
     def poll_once(self) -> bool:
+        if self.suspended:
+            return False
         busy = False
         for shard in self._shards:
             if self.stopping or shard.iterator is None or time.monotonic() < shard.not_before:
@@ -297,6 +300,61 @@ class KinesisPoller(Worker):
             "awsRegion": self._region,
             "eventSourceARN": self.source.stream_arn,
         }
+
+
+class MappingWatcher(Worker):
+    """Runs the Kinesis event source mappings created at runtime (the management API attaches a
+    customer's stream to the stream processor) the way the template's are run: one poller per
+    mapping, suspended while the mapping is disabled, stopped when it is deleted."""
+
+    name = "event-source-mappings"
+
+    def __init__(
+        self, clients: Clients, runtime: LambdaRuntime, *, interval: float, poll_interval: float, role_arn: str
+    ) -> None:
+        super().__init__(interval)
+        self._clients = clients
+        self._runtime = runtime
+        self._poll_interval = poll_interval
+        self._role_arn = role_arn
+        self._pollers: dict[str, tuple[KinesisPoller, int]] = {}
+
+    def poll_once(self) -> bool:
+        found: dict[str, dict[str, Any]] = {}
+        for page in self._clients("lambda").get_paginator("list_event_source_mappings").paginate():
+            for mapping in page["EventSourceMappings"]:
+                if ":kinesis:" in mapping.get("EventSourceArn", "") and self._runtime.knows(mapping["FunctionArn"]):
+                    found[mapping["UUID"]] = mapping
+        for mapping_id in list(self._pollers):
+            poller, batch_size = self._pollers[mapping_id]
+            mapping = found.get(mapping_id)
+            if mapping is None or mapping.get("BatchSize", 100) != batch_size:
+                poller.stop()
+                del self._pollers[mapping_id]
+        for mapping_id, mapping in found.items():
+            if mapping_id not in self._pollers:
+                source = KinesisSource(
+                    function=mapping["FunctionArn"],
+                    stream_arn=mapping["EventSourceArn"],
+                    starting_position=mapping.get("StartingPosition", "LATEST"),
+                    batch_size=int(mapping.get("BatchSize", 100)),
+                    bisect_on_error=bool(mapping.get("BisectBatchOnFunctionError", False)),
+                    report_failures="ReportBatchItemFailures" in (mapping.get("FunctionResponseTypes") or []),
+                    maximum_retry_attempts=int(mapping.get("MaximumRetryAttempts", -1)),
+                )
+                poller = KinesisPoller(
+                    source, self._clients, self._runtime, interval=self._poll_interval, role_arn=self._role_arn
+                )
+                poller.start()
+                self._pollers[mapping_id] = (poller, source.batch_size)
+            self._pollers[mapping_id][0].suspended = mapping.get("State") == "Disabled"
+        return False
+
+    def stop(self) -> None:
+        super().stop()
+        for poller, _ in self._pollers.values():
+            poller.stop()
+        self._pollers = {}
 
 
 @dataclass(frozen=True)

@@ -12,7 +12,7 @@ from aws_lambda_powertools import Logger, Metrics
 from aws_lambda_powertools.logging import correlation_paths
 from aws_lambda_powertools.utilities.typing import LambdaContext
 
-from churnguard.api import dashboard, ingestion_rules, integrations, keys, page, schemas, syncs, webhooks
+from churnguard.api import dashboard, ingestion_rules, integrations, keys, page, schemas, streams, syncs, webhooks
 from churnguard.api.http import build_app
 
 logger = Logger()
@@ -26,6 +26,7 @@ app = build_app(
     schemas.router,
     dashboard.router,
     page.router,
+    streams.router,
 )
 
 

@@ -83,6 +83,17 @@ def _getter(path: str) -> Callable[[Row], Any]:
     return get
 
 
+def value_getter(path: str) -> Callable[[Row], Any]:
+    """Reads `path` (a literal key first, then nested), None when absent."""
+    get = _getter(path)
+
+    def value(row: Row) -> Any:
+        found = get(row)
+        return None if found is _MISSING else found
+
+    return value
+
+
 class FieldMapper:
     """Source row → canonical data. Flat mappings take a C-level fast path (itemgetter + zip)."""
 

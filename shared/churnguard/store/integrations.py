@@ -34,14 +34,20 @@ class IntegrationStore:
         self._db = dynamodb
         self._table = table_name
 
-    def create(self, config: IntegrationConfiguration, envelope: dict[str, Any] | None) -> None:
+    def create(
+        self,
+        config: IntegrationConfiguration,
+        envelope: dict[str, Any] | None,
+        also: list[dict[str, Any]] | None = None,
+    ) -> None:
+        """`also`: transaction items written with it or not at all (a stream's own items)."""
         items = [
             self._put(self._integration_item(config), "attribute_not_exists(pk)"),
             self._put(self._name_item(config), "attribute_not_exists(pk)"),
         ]
         if envelope is not None:
             items.append(self._put(self._credentials_item(config, envelope), None))
-        self._transact(items, name=config.integration_name, name_index=1)
+        self._transact([*items, *(also or [])], name=config.integration_name, name_index=1)
 
     def get(self, organization_id: str, integration_id: str) -> IntegrationConfiguration:
         item = self._db.get_item(
@@ -108,6 +114,7 @@ class IntegrationStore:
         before: IntegrationConfiguration,
         after: IntegrationConfiguration,
         envelope: dict[str, Any] | None = None,
+        also: list[dict[str, Any]] | None = None,
     ) -> None:
         """Writes `after` only if nobody changed the integration since `before` was read."""
         items = [
@@ -133,9 +140,14 @@ class IntegrationStore:
             items.append(self._put(self._name_item(after), "attribute_not_exists(pk)"))
         if envelope is not None:
             items.append(self._put(self._credentials_item(after, envelope), None))
-        self._transact(items, name=after.integration_name, name_index=2 if renamed else None, version_index=0)
+        self._transact(
+            [*items, *(also or [])],
+            name=after.integration_name,
+            name_index=2 if renamed else None,
+            version_index=0,
+        )
 
-    def delete(self, config: IntegrationConfiguration) -> None:
+    def delete(self, config: IntegrationConfiguration, also: list[dict[str, Any]] | None = None) -> None:
         org, integration_id = config.organization_id, config.integration_id
         self._transact(
             [
@@ -151,6 +163,7 @@ class IntegrationStore:
                 {"Delete": {"TableName": self._table, "Key": integration_name_key(org, config.integration_name)}},
                 {"Delete": {"TableName": self._table, "Key": credentials_key(org, integration_id)}},
                 {"Delete": {"TableName": self._table, "Key": run_history_key(org, integration_id)}},
+                *(also or []),
             ],
             name=config.integration_name,
             version_index=0,

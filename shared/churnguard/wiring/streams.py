@@ -1,0 +1,68 @@
+"""Streams' services as this function's environment configures them."""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING
+
+from churnguard import aws
+from churnguard.config import env_str, kms_key_id, platform_settings, table_name
+from churnguard.resilience import RetryPolicy
+from churnguard.wiring.sinks import sinks
+
+if TYPE_CHECKING:
+    from churnguard.streaming.ingest import StreamIngest
+    from churnguard.streaming.processor import StreamProcessor
+    from churnguard.streaming.service import StreamService
+
+
+def stream_processor() -> StreamProcessor:
+    from churnguard.store.activity import ActivityStore
+    from churnguard.store.streams import StreamStore
+    from churnguard.streaming.processor import StreamProcessor
+
+    # Short: a batch that still fails is delivered again by its source, not retried here.
+    retry = RetryPolicy(attempts=platform_settings().default_retry_attempts, base_delay=0.2, max_delay=2.0)
+    dynamodb = aws.client("dynamodb")
+    return StreamProcessor(
+        StreamStore(dynamodb, table_name()), sinks(retry), activity=ActivityStore(dynamodb, table_name())
+    )
+
+
+def stream_service() -> StreamService:
+    from churnguard.crypto import CredentialCipher
+    from churnguard.store.integrations import IntegrationStore
+    from churnguard.store.streams import StreamStore
+    from churnguard.streaming.mappings import LambdaSourceMappings, MappingSettings
+    from churnguard.streaming.service import StreamService
+
+    dynamodb = aws.client("dynamodb")
+    mappings = LambdaSourceMappings(
+        aws.client("lambda"),
+        MappingSettings(
+            function_arn=env_str("STREAM_PROCESSOR_FUNCTION_ARN"),
+            on_failure_arn=env_str("STREAM_FAILURE_QUEUE_ARN"),
+        ),
+    )
+    return StreamService(
+        StreamStore(dynamodb, table_name()),
+        IntegrationStore(dynamodb, table_name()),
+        CredentialCipher(aws.client("kms"), kms_key_id()),
+        mappings,
+        stream_processor(),
+    )
+
+
+def stream_ingest() -> StreamIngest:
+    from churnguard.store.streams import StreamStore
+    from churnguard.store.webhooks import WebhookStore
+    from churnguard.streaming.ingest import StreamIngest
+    from churnguard.streaming.sources import IngestWriter
+
+    dynamodb = aws.client("dynamodb")
+    streams = StreamStore(dynamodb, table_name())
+    return StreamIngest(
+        streams,
+        WebhookStore(dynamodb, table_name()),
+        IngestWriter(aws.client("kinesis"), env_str("INGEST_STREAM_NAME")),
+        requests_per_minute=platform_settings().webhook_rate_limit_per_minute,
+    )

@@ -1,0 +1,165 @@
+"""Streams through the local cloud over HTTP: a custom stream's HTTPS events and a customer's
+Kinesis stream land in the lake exactly once; a poison message waits in quarantine and lands once
+when replayed after a fix; pausing stops ingest; deleting removes the mapping."""
+
+from __future__ import annotations
+
+import json
+import uuid
+from typing import Any
+
+import requests
+
+from tests.e2e.test_webhooks_e2e import lake_lines, wait_until
+
+
+def _ingest(cloud: Any, stream_id: str, key: str, events: Any) -> requests.Response:
+    return requests.post(
+        f"{cloud.api_urls['WebhookApi']}/ingest/{stream_id}",
+        data=json.dumps(events),
+        headers={"Authorization": f"Bearer {key}", "Content-Type": "application/json"},
+        timeout=30,
+    )
+
+
+def _records(cloud: Any, organization_id: str, provider: str) -> list[dict[str, Any]]:
+    return lake_lines(cloud, f"org={organization_id}/provider={provider}/")
+
+
+def test_custom_stream_events_land_once_and_poison_waits_in_quarantine(cloud: Any, new_tenant: Any) -> None:
+    tenant = new_tenant(f"org_stream_{uuid.uuid4().hex[:8]}")
+    created = tenant.request(
+        "POST",
+        "/api/streaming/streams",
+        json={
+            "name": "Product usage",
+            "stream_type": "custom",
+            "event_id_field": "event_id",
+            "event_time_field": "at",
+            "record_id_field": "event_id",
+        },
+    )
+    assert created.status_code == 201, created.text
+    stream = created.json()
+    stream_id, key = stream["stream_id"], stream["ingest_key"]
+    assert key.startswith("cgi_") and stream["ingest_key_prefix"] == key[:8]
+    assert "ingest_key" not in tenant.request("GET", f"/api/streaming/streams/{stream_id}").json()
+
+    listed = tenant.request("GET", "/api/integrations").json()["items"]
+    shown = [item for item in listed if item["integration_id"] == stream_id]
+    assert shown and shown[0]["integration_type"] == "streaming"
+    assert shown[0]["sync_config"]["sync_mode"] == "real_time"
+
+    events = [{"event_id": f"e{i}", "type": "login", "at": "2026-12-07T10:00:00Z", "n": i} for i in range(50)]
+    first = _ingest(cloud, stream_id, key, events)
+    assert first.status_code == 202, first.text
+    assert first.json()["accepted"] == 50
+    # The client retries half of them (a timeout on its side), and sends one without an id.
+    again = _ingest(cloud, stream_id, key, [*events[:25], {"type": "login", "n": "poison"}])
+    assert again.status_code == 202 and again.json()["accepted"] == 26
+
+    def landed() -> list[dict[str, Any]]:
+        return [line for line in _records(cloud, tenant.organization_id, "custom") if line.get("entity") == "event"]
+
+    wait_until(lambda: len(landed()) >= 50, "50 events in the lake")
+    quarantine = tenant.request("GET", f"/api/streaming/streams/{stream_id}/quarantine")
+    wait_until(
+        lambda: len(tenant.request("GET", f"/api/streaming/streams/{stream_id}/quarantine").json()["items"]) == 1,
+        "the poison event in quarantine",
+    )
+    quarantine = tenant.request("GET", f"/api/streaming/streams/{stream_id}/quarantine").json()["items"]
+    assert "record_id_field" in quarantine[0]["error"]
+    records = landed()
+    assert sorted(r["record_id"] for r in records) == sorted(f"e{i}" for i in range(50)), "each event exactly once"
+    assert records[0]["data"]["event_type"] == "login"
+    assert records[0]["event_time"].startswith("2026-12-07T10:00:00")
+
+    # The fix: records without an id of their own take the event's identity.
+    patched = tenant.request("PATCH", f"/api/streaming/streams/{stream_id}", json={"record_id_field": None})
+    assert patched.status_code == 200, patched.text
+    replayed = tenant.request("POST", f"/api/streaming/streams/{stream_id}/quarantine/replay", json={})
+    assert replayed.json() == {"replayed": 1, "landed": 1, "still_failing": 0, "errors": []}
+    again_replayed = tenant.request("POST", f"/api/streaming/streams/{stream_id}/quarantine/replay", json={})
+    assert again_replayed.json()["replayed"] == 0
+    assert len(landed()) == 51
+
+    metrics = tenant.request("GET", f"/api/streaming/streams/{stream_id}/metrics").json()
+    assert metrics["messages"] == 51 and metrics["records_written"] == 50 and metrics["quarantined"] == 0
+    assert metrics["error_rate"] > 0 and metrics["lag_seconds"] is not None
+
+    paused = tenant.request("POST", f"/api/streaming/streams/{stream_id}/pause")
+    assert paused.json()["status"] == "paused"
+    assert _ingest(cloud, stream_id, key, events[:1]).status_code == 409
+    assert _ingest(cloud, stream_id, "cgi_" + "x" * 43, events[:1]).status_code == 401
+    assert tenant.request("DELETE", f"/api/streaming/streams/{stream_id}").status_code == 204
+    assert _ingest(cloud, stream_id, key, events[:1]).status_code == 401
+    assert tenant.request("GET", f"/api/integrations/{stream_id}").status_code == 404
+
+
+def test_a_customers_kinesis_stream_lands_once_through_its_mapping(cloud: Any, new_tenant: Any) -> None:
+    tenant = new_tenant(f"org_kinesis_{uuid.uuid4().hex[:8]}")
+    kinesis = cloud.boto3_client("kinesis")
+    name = f"customer-usage-{uuid.uuid4().hex[:6]}"
+    kinesis.create_stream(StreamName=name, ShardCount=2)
+    arn = kinesis.describe_stream(StreamName=name)["StreamDescription"]["StreamARN"]
+    created = tenant.request(
+        "POST",
+        "/api/streaming/streams",
+        json={
+            "name": "Usage from Kinesis",
+            "stream_type": "kinesis",
+            "topics": [arn],
+            "batch_size": 50,
+            "record_id_field": "id",
+            "connection_config": {"starting_position": "TRIM_HORIZON"},
+        },
+    )
+    assert created.status_code == 201, created.text
+    stream_id = created.json()["stream_id"]
+    lambda_client = cloud.boto3_client("lambda")
+    mappings = [
+        m for m in lambda_client.list_event_source_mappings()["EventSourceMappings"] if m["EventSourceArn"] == arn
+    ]
+    assert len(mappings) == 1 and mappings[0]["FunctionResponseTypes"] == ["ReportBatchItemFailures"]
+
+    for start in range(0, 300, 100):
+        kinesis.put_records(
+            StreamName=name,
+            Records=[
+                {"Data": json.dumps({"id": f"u{i}", "type": "usage"}).encode(), "PartitionKey": f"k{i}"}
+                for i in range(start, start + 100)
+            ],
+        )
+
+    def landed() -> list[dict[str, Any]]:
+        return _records(cloud, tenant.organization_id, "kinesis")
+
+    wait_until(lambda: len(landed()) >= 300, "300 Kinesis records in the lake")
+    assert sorted(r["record_id"] for r in landed()) == sorted(f"u{i}" for i in range(300))
+
+    assert tenant.request("DELETE", f"/api/streaming/streams/{stream_id}").status_code == 204
+    remaining = [
+        m for m in lambda_client.list_event_source_mappings()["EventSourceMappings"] if m["EventSourceArn"] == arn
+    ]
+    assert remaining == []
+
+
+def test_bad_stream_configurations_are_refused_before_anything_is_created(cloud: Any, new_tenant: Any) -> None:
+    tenant = new_tenant(f"org_badstream_{uuid.uuid4().hex[:8]}")
+    refused = [
+        {"name": "a", "stream_type": "websocket", "connection_config": {"url": "wss://169.254.169.254/feed"}},
+        {"name": "b", "stream_type": "kinesis", "topics": ["not-an-arn"]},
+        {"name": "c", "stream_type": "kinesis", "topics": ["arn:aws:kinesis:us-east-1:123456789012:stream/missing"]},
+        {"name": "d", "stream_type": "custom", "topics": ["x"]},
+        {
+            "name": "e",
+            "stream_type": "kafka",
+            "topics": ["t"],
+            "connection_config": {"bootstrap_servers": ["127.0.0.1:9092"]},
+        },
+    ]
+    for body in refused:
+        answer = tenant.request("POST", "/api/streaming/streams", json=body)
+        assert answer.status_code == 422, (body, answer.text)
+    assert tenant.request("GET", "/api/streaming/streams").json()["items"] == []
+    assert tenant.request("GET", "/api/integrations").json()["items"] == []
