@@ -14,7 +14,7 @@ logger = Logger()
 
 @cache
 def ingest() -> StreamIngest:
-    from churnguard.wiring.streams import stream_ingest
+    from churnguard.wiring.ingest import stream_ingest
 
     return stream_ingest()
 

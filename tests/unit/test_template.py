@@ -89,6 +89,8 @@ INFRASTRUCTURE_PARAMETERS = frozenset(
         "AlarmEmail",
         "LogRetentionDays",
         "WebhookQueueVisibilityTimeout",
+        "IngestStreamShards",
+        "KinesisSourceStreamArns",
     }
 )
 WEBHOOK_ROUTES = {
@@ -259,7 +261,12 @@ def test_webhook_routes_are_public_and_only_on_the_webhook_api() -> None:
         for event in (function["Properties"].get("Events") or {}).values()
         if event["Type"] == "HttpApi" and event["Properties"].get("ApiId") == {"Ref": "WebhookApi"}
     }
-    assert others == {"WebhookReceiverFunction"}
+    # Custom streams post to /ingest/{stream_id}, authenticated by the stream's ingest key.
+    assert others == {"WebhookReceiverFunction", "StreamIngestFunction"}
+    ingest = FUNCTIONS["StreamIngestFunction"]["Properties"]["Events"]
+    assert {(e["Properties"]["Method"], e["Properties"]["Path"]) for e in ingest.values()} == {
+        ("POST", "/ingest/{stream_id}")
+    }
 
 
 def test_the_event_processor_reports_partial_batch_failures() -> None:

@@ -10,7 +10,6 @@ from churnguard.resilience import RetryPolicy
 from churnguard.wiring.sinks import sinks
 
 if TYPE_CHECKING:
-    from churnguard.streaming.ingest import StreamIngest
     from churnguard.streaming.processor import StreamProcessor
     from churnguard.streaming.service import StreamService
 
@@ -49,20 +48,4 @@ def stream_service() -> StreamService:
         CredentialCipher(aws.client("kms"), kms_key_id()),
         mappings,
         stream_processor(),
-    )
-
-
-def stream_ingest() -> StreamIngest:
-    from churnguard.store.streams import StreamStore
-    from churnguard.store.webhooks import WebhookStore
-    from churnguard.streaming.ingest import StreamIngest
-    from churnguard.streaming.sources import IngestWriter
-
-    dynamodb = aws.client("dynamodb")
-    streams = StreamStore(dynamodb, table_name())
-    return StreamIngest(
-        streams,
-        WebhookStore(dynamodb, table_name()),
-        IngestWriter(aws.client("kinesis"), env_str("INGEST_STREAM_NAME")),
-        requests_per_minute=platform_settings().webhook_rate_limit_per_minute,
     )
