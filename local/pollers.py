@@ -303,57 +303,89 @@ class KinesisPoller(Worker):
 
 
 class MappingWatcher(Worker):
-    """Runs the Kinesis event source mappings created at runtime (the management API attaches a
-    customer's stream to the stream processor) the way the template's are run: one poller per
-    mapping, suspended while the mapping is disabled, stopped when it is deleted."""
+    """Runs the event source mappings created at runtime (the management API attaches a
+    customer's Kinesis stream or Kafka topic to the stream processor) the way the template's are
+    run: pollers per mapping, suspended while the mapping is disabled, stopped when it is deleted
+    or its batch size changes. A Kafka mapping gets `kafka_consumers` consumers in its group, as
+    Lambda scales a mapping out over a topic's partitions."""
 
     name = "event-source-mappings"
 
     def __init__(
-        self, clients: Clients, runtime: LambdaRuntime, *, interval: float, poll_interval: float, role_arn: str
+        self,
+        clients: Clients,
+        runtime: LambdaRuntime,
+        *,
+        interval: float,
+        poll_interval: float,
+        role_arn: str,
+        kafka_consumers: int = 2,
     ) -> None:
         super().__init__(interval)
         self._clients = clients
         self._runtime = runtime
         self._poll_interval = poll_interval
         self._role_arn = role_arn
-        self._pollers: dict[str, tuple[KinesisPoller, int]] = {}
+        self._kafka_consumers = kafka_consumers
+        self._pollers: dict[str, tuple[list[Any], int]] = {}
 
     def poll_once(self) -> bool:
         found: dict[str, dict[str, Any]] = {}
         for page in self._clients("lambda").get_paginator("list_event_source_mappings").paginate():
             for mapping in page["EventSourceMappings"]:
-                if ":kinesis:" in mapping.get("EventSourceArn", "") and self._runtime.knows(mapping["FunctionArn"]):
+                kafka = bool(mapping.get("SelfManagedEventSource"))
+                kinesis = ":kinesis:" in mapping.get("EventSourceArn", "")
+                if (kafka or kinesis) and self._runtime.knows(mapping["FunctionArn"]):
                     found[mapping["UUID"]] = mapping
         for mapping_id in list(self._pollers):
-            poller, batch_size = self._pollers[mapping_id]
+            pollers, batch_size = self._pollers[mapping_id]
             mapping = found.get(mapping_id)
             if mapping is None or mapping.get("BatchSize", 100) != batch_size:
-                poller.stop()
+                for poller in pollers:
+                    poller.stop()
                 del self._pollers[mapping_id]
         for mapping_id, mapping in found.items():
             if mapping_id not in self._pollers:
-                source = KinesisSource(
-                    function=mapping["FunctionArn"],
-                    stream_arn=mapping["EventSourceArn"],
-                    starting_position=mapping.get("StartingPosition", "LATEST"),
-                    batch_size=int(mapping.get("BatchSize", 100)),
-                    bisect_on_error=bool(mapping.get("BisectBatchOnFunctionError", False)),
-                    report_failures="ReportBatchItemFailures" in (mapping.get("FunctionResponseTypes") or []),
-                    maximum_retry_attempts=int(mapping.get("MaximumRetryAttempts", -1)),
-                )
-                poller = KinesisPoller(
+                pollers = self._start(mapping)
+                self._pollers[mapping_id] = (pollers, int(mapping.get("BatchSize", 100)))
+            for poller in self._pollers[mapping_id][0]:
+                poller.suspended = mapping.get("State") == "Disabled"
+        return False
+
+    def _start(self, mapping: dict[str, Any]) -> list[Any]:
+        pollers: list[Any]
+        if mapping.get("SelfManagedEventSource"):
+            from local.kafka import KafkaPoller
+
+            count = self._kafka_consumers
+            pollers = [
+                KafkaPoller(mapping, self._clients, self._runtime, interval=self._poll_interval, slot=i, slots=count)
+                for i in range(count)
+            ]
+        else:
+            source = KinesisSource(
+                function=mapping["FunctionArn"],
+                stream_arn=mapping["EventSourceArn"],
+                starting_position=mapping.get("StartingPosition", "LATEST"),
+                batch_size=int(mapping.get("BatchSize", 100)),
+                bisect_on_error=bool(mapping.get("BisectBatchOnFunctionError", False)),
+                report_failures="ReportBatchItemFailures" in (mapping.get("FunctionResponseTypes") or []),
+                maximum_retry_attempts=int(mapping.get("MaximumRetryAttempts", -1)),
+            )
+            pollers = [
+                KinesisPoller(
                     source, self._clients, self._runtime, interval=self._poll_interval, role_arn=self._role_arn
                 )
-                poller.start()
-                self._pollers[mapping_id] = (poller, source.batch_size)
-            self._pollers[mapping_id][0].suspended = mapping.get("State") == "Disabled"
-        return False
+            ]
+        for poller in pollers:
+            poller.start()
+        return pollers
 
     def stop(self) -> None:
         super().stop()
-        for poller, _ in self._pollers.values():
-            poller.stop()
+        for pollers, _ in self._pollers.values():
+            for poller in pollers:
+                poller.stop()
         self._pollers = {}
 
 

@@ -1,8 +1,11 @@
 """Stream processor function: Kinesis batches (the stack's ingest stream and customers' streams)
-through the record pipeline into the lake.
+and Kafka batches through the record pipeline into the lake.
 
-Each shard is landed on its own (churnguard.streaming.processor). A shard that could not be
-landed is reported by its first record, so Lambda resumes it there and the other shards move on.
+Each shard or partition is landed on its own (churnguard.streaming.processor). A Kinesis shard
+that could not be landed is reported by its first record, so Lambda resumes it there and the other
+shards move on. A Kafka batch has no partial answer: if a partition could not be landed the
+invocation fails and Lambda delivers the batch again; the partitions that did land are skipped by
+their checkpoints.
 """
 
 from __future__ import annotations
@@ -18,10 +21,16 @@ from aws_lambda_powertools.utilities.typing import LambdaContext
 from churnguard.stream_models import StreamConfiguration
 from churnguard.streaming.messages import StreamMessage
 from churnguard.streaming.processor import Outcome, StreamProcessor
-from churnguard.streaming.sources import INGEST_SCOPE, PartitionBatch, kinesis_batches
+from churnguard.streaming.sources import INGEST_SCOPE, PartitionBatch, kafka_batches, kinesis_batches
+
+KAFKA_SOURCES = frozenset({"SelfManagedKafka", "aws:kafka"})
 
 logger = Logger()
 metrics = Metrics()
+
+
+class PartitionsNotLanded(Exception):
+    """Fails a Kafka invocation, so its offsets are not committed."""
 
 
 @cache
@@ -48,9 +57,11 @@ def _resolver(batch: PartitionBatch) -> Any:
 @logger.inject_lambda_context
 @metrics.log_metrics
 def lambda_handler(event: dict[str, Any], context: LambdaContext) -> dict[str, Any]:
+    kafka = event.get("eventSource") in KAFKA_SOURCES
+    batches = kafka_batches(event) if kafka else kinesis_batches(event, os.environ["INGEST_STREAM_ARN"])
     failures: list[dict[str, str]] = []
     total = Outcome()
-    for batch in kinesis_batches(event, os.environ["INGEST_STREAM_ARN"]):
+    for batch in batches:
         try:
             total.add(processor().process_partition(batch.scope, batch.partition, batch.messages, _resolver(batch)))
         except Exception:
@@ -60,4 +71,6 @@ def lambda_handler(event: dict[str, Any], context: LambdaContext) -> dict[str, A
     metrics.add_metric(name="StreamMessagesQuarantined", unit=MetricUnit.Count, value=total.quarantined)
     metrics.add_metric(name="StreamDuplicatesSkipped", unit=MetricUnit.Count, value=total.duplicates)
     metrics.add_metric(name="StreamShardsFailed", unit=MetricUnit.Count, value=len(failures))
+    if kafka and failures:
+        raise PartitionsNotLanded(f"{len(failures)} partition(s) not landed; the batch is delivered again")
     return {"batchItemFailures": failures}

@@ -66,7 +66,8 @@ CONSUMER_GROUP = r"^[A-Za-z0-9._-]{1,200}$"
 
 
 class StreamConnection(StrictModel):
-    """Where the stream's source is and how to read it; secrets go in `credentials`."""
+    """Where the stream's source is and how to read it; secrets go in `credentials` (Kafka
+    SASL/SCRAM: username and password; mTLS: custom_fields client_certificate and private_key)."""
 
     bootstrap_servers: list[HostPort] = Field(default_factory=list, max_length=20, description="Kafka brokers")
     msk_cluster_arn: Annotated[str, StringConstraints(pattern=MSK_CLUSTER_ARN)] | None = None
@@ -116,8 +117,8 @@ class StreamSettings(StrictModel):
         connection = self.connection_config
         kind = self.stream_type
         if kind is StreamType.KAFKA:
-            if not self.topics:
-                raise ValueError("a kafka stream needs topics")
+            if len(self.topics) != 1:
+                raise ValueError("a kafka stream reads one topic (Lambda's Kafka event source reads one)")
             if bool(connection.bootstrap_servers) == bool(connection.msk_cluster_arn):
                 raise ValueError("a kafka stream needs exactly one of bootstrap_servers and msk_cluster_arn")
         elif kind is StreamType.KINESIS:

@@ -200,6 +200,8 @@ def test_the_stack_has_an_operations_dashboard_of_every_function_queue_workflow_
             "SyncTaskFunction",
             "WebhookReceiverFunction",
             "EventProcessorFunction",
+            "StreamIngestFunction",
+            "StreamProcessorFunction",
         )
     }
     assert ["AWS/States", "ExecutionsTimedOut"] in [line[:2] for line in metrics]

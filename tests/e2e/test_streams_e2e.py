@@ -8,6 +8,7 @@ import json
 import uuid
 from typing import Any
 
+import pytest
 import requests
 
 from tests.e2e.test_webhooks_e2e import lake_lines, wait_until
@@ -154,8 +155,14 @@ def test_bad_stream_configurations_are_refused_before_anything_is_created(cloud:
         {
             "name": "e",
             "stream_type": "kafka",
-            "topics": ["t"],
+            "topics": ["t", "u"],
             "connection_config": {"bootstrap_servers": ["127.0.0.1:9092"]},
+        },
+        {
+            "name": "f",
+            "stream_type": "kafka",
+            "topics": ["t"],
+            "connection_config": {"bootstrap_servers": ["169.254.169.254:9092"]},
         },
     ]
     for body in refused:
@@ -163,3 +170,125 @@ def test_bad_stream_configurations_are_refused_before_anything_is_created(cloud:
         assert answer.status_code == 422, (body, answer.text)
     assert tenant.request("GET", "/api/streaming/streams").json()["items"] == []
     assert tenant.request("GET", "/api/integrations").json()["items"] == []
+
+
+@pytest.fixture(scope="session")
+def kafka_broker() -> str:
+    """The local Kafka-protocol broker (tansu), started if `make kafka` has not already."""
+    from local.broker import HOST, PORT, ensure_broker
+
+    ensure_broker()
+    return f"{HOST}:{PORT}"
+
+
+def _topic(servers: str, partitions: int) -> str:
+    from kafka.admin import KafkaAdminClient, NewTopic
+
+    name = f"usage-{uuid.uuid4().hex[:8]}"
+    admin = KafkaAdminClient(bootstrap_servers=servers)
+    try:
+        admin.create_topics([NewTopic(name, partitions, 1)])
+    finally:
+        admin.close()
+    return name
+
+
+def test_a_kafka_topic_lands_once_through_two_consumers_of_its_mapping(
+    cloud: Any, new_tenant: Any, kafka_broker: str
+) -> None:
+    from kafka import KafkaProducer
+
+    tenant = new_tenant(f"org_kafka_{uuid.uuid4().hex[:8]}")
+    topic = _topic(kafka_broker, 4)
+    producer = KafkaProducer(bootstrap_servers=kafka_broker)
+    for i in range(400):
+        producer.send(topic, json.dumps({"id": f"k{i}", "type": "usage"}).encode(), partition=i % 4)
+    producer.flush()
+    created = tenant.request(
+        "POST",
+        "/api/streaming/streams",
+        json={
+            "name": "Usage from Kafka",
+            "stream_type": "kafka",
+            "topics": [topic],
+            "batch_size": 100,
+            "record_id_field": "id",
+            "connection_config": {"bootstrap_servers": [kafka_broker], "starting_position": "TRIM_HORIZON"},
+        },
+    )
+    assert created.status_code == 201, created.text
+    stream_id = created.json()["stream_id"]
+    (mapping,) = [
+        m
+        for m in cloud.boto3_client("lambda").list_event_source_mappings()["EventSourceMappings"]
+        if m.get("Topics") == [topic]
+    ]
+    assert mapping["SelfManagedKafkaEventSourceConfig"] == {"ConsumerGroupId": stream_id}
+
+    def landed() -> list[dict[str, Any]]:
+        return _records(cloud, tenant.organization_id, "kafka")
+
+    wait_until(lambda: len(landed()) >= 400, "400 Kafka messages in the lake")
+    # More arrive while both consumers of the group run.
+    for i in range(400, 600):
+        producer.send(topic, json.dumps({"id": f"k{i}", "type": "usage"}).encode(), partition=i % 4)
+    producer.flush()
+    producer.close()
+    wait_until(lambda: len(landed()) >= 600, "600 Kafka messages in the lake")
+    assert sorted(r["record_id"] for r in landed()) == sorted(f"k{i}" for i in range(600)), "each message once"
+
+    assert tenant.request("POST", f"/api/streaming/streams/{stream_id}/pause").status_code == 200
+    state = cloud.boto3_client("lambda").get_event_source_mapping(UUID=mapping["UUID"])["State"]
+    assert state == "Disabled"
+    assert tenant.request("DELETE", f"/api/streaming/streams/{stream_id}").status_code == 204
+    remaining = cloud.boto3_client("lambda").list_event_source_mappings()["EventSourceMappings"]
+    assert all(m.get("Topics") != [topic] for m in remaining)
+
+
+def test_kafka_credentials_go_to_the_mappings_secret_and_never_into_answers(
+    cloud: Any, new_tenant: Any, kafka_broker: str
+) -> None:
+    tenant = new_tenant(f"org_kafkasasl_{uuid.uuid4().hex[:8]}")
+    password = "s3cret-" + uuid.uuid4().hex
+    created = tenant.request(
+        "POST",
+        "/api/streaming/streams",
+        json={
+            "name": "Secured",
+            "stream_type": "kafka",
+            "topics": [_topic(kafka_broker, 1)],
+            "connection_config": {"bootstrap_servers": [kafka_broker], "security_protocol": "SASL_SCRAM_512"},
+            "credentials": {"credential_type": "basic_auth", "username": "churn", "password": password},
+        },
+    )
+    assert created.status_code == 201, created.text
+    assert password not in created.text and created.json()["credentials"]["fields_set"]["password"].startswith("*")
+    stream_id = created.json()["stream_id"]
+    (mapping,) = [
+        m
+        for m in cloud.boto3_client("lambda").list_event_source_mappings()["EventSourceMappings"]
+        if (m.get("SelfManagedKafkaEventSourceConfig") or {}).get("ConsumerGroupId") == stream_id
+    ]
+    (access,) = mapping["SourceAccessConfigurations"]
+    assert access["Type"] == "SASL_SCRAM_512_AUTH"
+    secret = json.loads(cloud.boto3_client("secretsmanager").get_secret_value(SecretId=access["URI"])["SecretString"])
+    assert secret == {"username": "churn", "password": password}
+    for path in ("", "/metrics", "/quarantine"):
+        assert password not in tenant.request("GET", f"/api/streaming/streams/{stream_id}{path}").text
+    assert tenant.request("DELETE", f"/api/streaming/streams/{stream_id}").status_code == 204
+    secrets = cloud.boto3_client("secretsmanager").list_secrets()["SecretList"]
+    assert all(not s["Name"].endswith(stream_id) for s in secrets)
+
+    refused = tenant.request(
+        "POST",
+        "/api/streaming/streams",
+        json={
+            "name": "No password",
+            "stream_type": "kafka",
+            "topics": ["t"],
+            "connection_config": {"bootstrap_servers": [kafka_broker], "security_protocol": "SASL_SCRAM_256"},
+            "credentials": {"credential_type": "api_key", "api_key": "k" * 20},
+        },
+    )
+    assert refused.status_code == 422 and "username and password" in refused.text
+    assert [s["name"] for s in tenant.request("GET", "/api/streaming/streams").json()["items"]] == []

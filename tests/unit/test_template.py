@@ -91,6 +91,8 @@ INFRASTRUCTURE_PARAMETERS = frozenset(
         "WebhookQueueVisibilityTimeout",
         "IngestStreamShards",
         "KinesisSourceStreamArns",
+        "KafkaSubnetIds",
+        "KafkaSecurityGroupIds",
     }
 )
 WEBHOOK_ROUTES = {

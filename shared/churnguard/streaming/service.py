@@ -3,8 +3,7 @@
 A stream is written with its integration (same id, `streaming`, `real_time`) in one transaction,
 credentials sealed as an integration's. Kafka and Kinesis streams then get a Lambda event source
 mapping on the stream processor; if that fails, the stream is removed again, so nothing is left
-half-created. Kafka mappings, Redis Streams and WebSocket consumers are refused until they can be
-run and tested here (see issue 13's note).
+half-created. Redis Streams and WebSocket consumers are refused until their workflow exists.
 """
 
 from __future__ import annotations
@@ -61,7 +60,6 @@ RETENTION_SECONDS = {
     StreamType.CUSTOM: 24 * 3600,
 }
 NOT_YET = {
-    StreamType.KAFKA: "Kafka event source mappings",
     StreamType.REDIS_STREAMS: "Redis Streams consumers",
     StreamType.WEBSOCKET: "WebSocket feed consumers",
 }
@@ -115,7 +113,7 @@ class StreamService:
         if request.stream_type in NOT_YET:
             raise ValidationFailedError(
                 f"{NOT_YET[request.stream_type]} are not available in this version; "
-                "use kinesis or custom (POST /ingest/{stream_id})",
+                "use kafka, kinesis or custom (POST /ingest/{stream_id})",
                 {"fields": [{"field": "stream_type", "message": "not available yet"}]},
             )
         _check_addresses(request)
@@ -168,6 +166,10 @@ class StreamService:
             logger.warning("event source mapping refused", extra={"stream_id": config.stream_id, "reason": reason})
             if isinstance(exc, ValidationFailedError):
                 raise
+            if isinstance(exc, ValueError):  # the credentials do not fit the security protocol
+                raise ValidationFailedError(
+                    f"the stream was not created: {exc}", {"fields": [{"field": "credentials", "message": str(exc)}]}
+                ) from None
             raise ValidationFailedError(
                 f"the stream's source could not be attached, so the stream was not created: {reason}",
                 {"fields": [{"field": "topics", "message": reason}]},

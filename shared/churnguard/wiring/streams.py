@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 from typing import TYPE_CHECKING
 
 from churnguard import aws
@@ -37,9 +38,13 @@ def stream_service() -> StreamService:
     dynamodb = aws.client("dynamodb")
     mappings = LambdaSourceMappings(
         aws.client("lambda"),
+        aws.client("secretsmanager"),
         MappingSettings(
             function_arn=env_str("STREAM_PROCESSOR_FUNCTION_ARN"),
             on_failure_arn=env_str("STREAM_FAILURE_QUEUE_ARN"),
+            secret_prefix=env_str("STREAM_SECRET_PREFIX"),
+            kafka_subnets=_listed("STREAM_KAFKA_SUBNETS"),
+            kafka_security_groups=_listed("STREAM_KAFKA_SECURITY_GROUPS"),
         ),
     )
     return StreamService(
@@ -49,3 +54,7 @@ def stream_service() -> StreamService:
         mappings,
         stream_processor(),
     )
+
+
+def _listed(name: str) -> tuple[str, ...]:
+    return tuple(item.strip() for item in os.environ.get(name, "").split(",") if item.strip())
