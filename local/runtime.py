@@ -10,6 +10,12 @@ starts inherit its view, as they would inside a Lambda sandbox.
 
 moto's `LambdaFunction._invoke_lambda` (its Docker path) is patched to call this runtime, so Step
 Functions Lambda tasks and `lambda.invoke` run the same in-process handlers.
+
+Invocations of one function run concurrently, as Lambda scales out: each runs in a sandbox of its
+own (a separate copy of the handler module, so its module-level state, such as a Powertools batch
+processor or a cached service, is its own), up to the function's concurrency; more wait for a free
+sandbox. A function whose handler shares state through modules every copy imports (the management
+API's routers hold the current request) is given a concurrency of 1 (`SERIAL_FUNCTIONS`).
 """
 
 from __future__ import annotations
@@ -166,12 +172,46 @@ class FunctionSpec:
     role_arn: str = ""
 
 
+DEFAULT_CONCURRENCY = 8
+# Handlers whose requests pass through module state shared by every copy of the handler module.
+SERIAL_FUNCTIONS = frozenset({"ManagementFunction"})
+
+
+@dataclass
+class _Sandbox:
+    number: int
+    lock: threading.RLock = field(default_factory=threading.RLock)
+    entry: Callable[[Any, Any], Any] | None = None
+
+
 @dataclass
 class _Function:
     spec: FunctionSpec
     environ: dict[str, str]
-    lock: threading.RLock = field(default_factory=threading.RLock)
-    entry: Callable[[Any, Any], Any] | None = None
+    concurrency: int = DEFAULT_CONCURRENCY
+    sandboxes: list[_Sandbox] = field(default_factory=list)
+    guard: threading.Condition = field(default_factory=threading.Condition)
+
+    def acquire(self) -> _Sandbox:
+        """A free sandbox (a new one while under the concurrency), else the first that frees up.
+        A thread already in a sandbox of this function (a handler invoking itself through moto)
+        re-enters it rather than wait for itself."""
+        with self.guard:
+            while True:
+                for sandbox in self.sandboxes:
+                    if sandbox.lock.acquire(blocking=False):
+                        return sandbox
+                if len(self.sandboxes) < self.concurrency:
+                    sandbox = _Sandbox(len(self.sandboxes))
+                    sandbox.lock.acquire()
+                    self.sandboxes.append(sandbox)
+                    return sandbox
+                self.guard.wait(0.05)
+
+    def release(self, sandbox: _Sandbox) -> None:
+        with self.guard:
+            sandbox.lock.release()
+            self.guard.notify()
 
 
 @dataclass
@@ -218,7 +258,8 @@ class LambdaRuntime:
         _environment_switch.release()
 
     def register(self, spec: FunctionSpec) -> None:
-        function = _Function(spec=spec, environ=self._environment(spec))
+        concurrency = 1 if spec.logical_id in SERIAL_FUNCTIONS else DEFAULT_CONCURRENCY
+        function = _Function(spec=spec, environ=self._environment(spec), concurrency=concurrency)
         self._functions[spec.name] = function
         for alias in (spec.logical_id, spec.arn):
             self._aliases[alias] = spec.name
@@ -236,11 +277,12 @@ class LambdaRuntime:
         spec = target.spec
         request_id = str(uuid.uuid4())
         delivered = json.loads(json.dumps(event))
-        with target.lock:
+        sandbox = target.acquire()
+        try:
             previous = _current_view()
             _thread_state.environ = target.environ
             try:
-                entry = target.entry or self._load(target)
+                entry = sandbox.entry or self._load(target, sandbox)
                 context = LambdaContext(
                     function_name=spec.name,
                     function_version="$LATEST",
@@ -259,6 +301,8 @@ class LambdaRuntime:
                 return Invocation(_error_document(exc, request_id), True)
             finally:
                 _thread_state.environ = previous
+        finally:
+            target.release(sandbox)
         try:
             return Invocation(json.loads(json.dumps(result)), False)
         except (TypeError, ValueError) as exc:
@@ -309,14 +353,15 @@ class LambdaRuntime:
         )
         return environ
 
-    def _load(self, target: _Function) -> Callable[[Any, Any], Any]:
-        """Imports the handler module (cold start) with the function's environment in view."""
+    def _load(self, target: _Function, sandbox: _Sandbox) -> Callable[[Any, Any], Any]:
+        """Imports the sandbox's copy of the handler module (its cold start) with the function's
+        environment in view."""
         spec = target.spec
         module_path, _, attribute = spec.handler.rpartition(".")
         if not module_path:
             raise _LoadError("Runtime.MalformedHandlerName", f"Bad handler '{spec.handler}': not enough values")
         source = spec.code_dir.joinpath(*module_path.split(".")).with_suffix(".py")
-        unique_name = f"_local_lambda_.{spec.logical_id}.{module_path}"
+        unique_name = f"_local_lambda_.{spec.logical_id}.{sandbox.number}.{module_path}"
         try:
             module = _import_file(unique_name, source, spec.code_dir)
         except Exception as exc:
@@ -325,7 +370,7 @@ class LambdaRuntime:
         entry: Callable[[Any, Any], Any] | None = getattr(module, attribute, None)
         if not callable(entry):
             raise _LoadError("Runtime.HandlerNotFound", f"Handler '{attribute}' missing on module '{module_path}'")
-        target.entry = entry
+        sandbox.entry = entry
         return entry
 
 

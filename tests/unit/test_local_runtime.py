@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import itertools
 import os
 import textwrap
 import threading
@@ -182,3 +183,47 @@ def test_concurrent_invocations_of_different_functions_keep_their_environments(r
 def test_unknown_function(runtime: LambdaRuntime) -> None:
     with pytest.raises(KeyError, match="no function"):
         runtime.invoke("Nope", {})
+
+
+SLOW_HANDLER = """
+import threading
+import time
+
+CALLS = []
+
+
+def handler(event, context):
+    started = time.monotonic()
+    event["gate"] and time.sleep(event["gate"])
+    CALLS.append(started)
+    return {"module": __name__, "started": started, "ended": time.monotonic(), "calls_here": len(CALLS)}
+"""
+
+
+def test_invocations_of_one_function_run_at_once_each_in_a_sandbox_of_its_own(tmp_path: Path) -> None:
+    code = write(tmp_path / "slow", "app.py", SLOW_HANDLER)
+    runtime = LambdaRuntime(
+        region="eu-west-1", account_id="123456789012", endpoint_url="http://127.0.0.1:1", search_paths=[]
+    )
+    runtime.open()
+    try:
+        runtime.register(spec("Slow", code))
+        runtime.register(spec("ManagementFunction", code))
+        for function, expected_sandboxes in (("Slow", 4), ("ManagementFunction", 1)):
+            payloads: list[dict[str, float | str]] = []
+            threads = [
+                threading.Thread(
+                    target=lambda f=function, into=payloads: into.append(runtime.invoke(f, {"gate": 0.3}).payload)
+                )
+                for _ in range(4)
+            ]
+            for thread in threads:
+                thread.start()
+            for thread in threads:
+                thread.join()
+            assert len({p["module"] for p in payloads}) == expected_sandboxes, function
+            spans = sorted((float(p["started"]), float(p["ended"])) for p in payloads)
+            overlapping = any(later[0] < earlier[1] for earlier, later in itertools.pairwise(spans))
+            assert overlapping is (expected_sandboxes > 1), function
+    finally:
+        runtime.close()
