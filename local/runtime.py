@@ -36,7 +36,7 @@ from pathlib import Path
 from types import ModuleType
 from typing import Any
 
-from moto.awslambda.models import LambdaFunction
+from moto.awslambda.models import LambdaBackend, LambdaFunction
 
 from local.errors import LambdaInvocationError
 
@@ -413,12 +413,18 @@ def _error_document(exc: BaseException, request_id: str) -> dict[str, Any]:
 
 
 class _MotoBridge:
-    """Routes moto's Lambda invocations (Step Functions tasks, `lambda.invoke`) to the runtimes."""
+    """Routes moto's Lambda invocations (Step Functions tasks, `lambda.invoke`) to the runtimes.
+
+    moto also invokes a Kinesis mapping's function itself, one record per put and on the putting
+    thread; for the runtimes' functions that is left to the local cloud's pollers, which deliver
+    batches per shard in order as Lambda does (two deliveries of every record would otherwise race).
+    """
 
     def __init__(self) -> None:
         self._runtimes: list[LambdaRuntime] = []
         self._lock = threading.Lock()
         self._original: Callable[..., tuple[str, bool, str]] | None = None
+        self._original_kinesis: Callable[..., None] | None = None
 
     def attach(self, runtime: LambdaRuntime) -> None:
         with self._lock:
@@ -436,6 +442,14 @@ class _MotoBridge:
                     return json.dumps(invocation.payload), invocation.errored, ""
 
                 LambdaFunction._invoke_lambda = invoke_in_process  # type: ignore[method-assign,assignment]
+                self._original_kinesis = original_kinesis = LambdaBackend.send_kinesis_message
+
+                def kinesis_left_to_pollers(backend: LambdaBackend, function_name: str, **kwargs: Any) -> None:
+                    function = backend.get_function(function_name)
+                    if self._owner(function) is None:
+                        original_kinesis(backend, function_name=function_name, **kwargs)
+
+                LambdaBackend.send_kinesis_message = kinesis_left_to_pollers  # type: ignore[method-assign,assignment]
 
     def detach(self, runtime: LambdaRuntime) -> None:
         with self._lock:
@@ -443,6 +457,9 @@ class _MotoBridge:
             if not self._runtimes and self._original is not None:
                 LambdaFunction._invoke_lambda = self._original  # type: ignore[method-assign]
                 self._original = None
+            if not self._runtimes and self._original_kinesis is not None:
+                LambdaBackend.send_kinesis_message = self._original_kinesis  # type: ignore[method-assign]
+                self._original_kinesis = None
 
     def _owner(self, function: LambdaFunction) -> LambdaRuntime | None:
         with self._lock:

@@ -89,6 +89,12 @@ class StreamConnection(StrictModel):
     max_deliveries: int = Field(
         default=5, ge=1, le=100, description="attempts before a message is set aside in quarantine"
     )
+    claim_idle_seconds: int = Field(
+        default=60,
+        ge=1,
+        le=86_400,
+        description="Redis: how long another consumer's entry may stay pending before it is taken over",
+    )
     security_protocol: Literal["PLAINTEXT", "SASL_SCRAM_256", "SASL_SCRAM_512", "MTLS"] = "PLAINTEXT"
 
 

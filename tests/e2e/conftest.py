@@ -63,6 +63,8 @@ def cloud(schedule_clock: ShiftableClock) -> Iterator[Any]:
         "WebhookRateLimitPerMinute": "10000",
         # Each test has its own organisation; the cap has a test of its own at this value.
         "MaxConcurrentSyncsPerOrganization": "2",
+        # Consumer turns end quickly, so a paused stream's last turn is short.
+        "StreamConsumerTurnSeconds": "5",
     }
     with LocalCloud(
         REPO / "template.yaml",

@@ -202,6 +202,7 @@ def test_the_stack_has_an_operations_dashboard_of_every_function_queue_workflow_
             "EventProcessorFunction",
             "StreamIngestFunction",
             "StreamProcessorFunction",
+            "StreamConsumerFunction",
         )
     }
     assert ["AWS/States", "ExecutionsTimedOut"] in [line[:2] for line in metrics]

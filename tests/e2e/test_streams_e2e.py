@@ -292,3 +292,93 @@ def test_kafka_credentials_go_to_the_mappings_secret_and_never_into_answers(
     )
     assert refused.status_code == 422 and "username and password" in refused.text
     assert [s["name"] for s in tenant.request("GET", "/api/streaming/streams").json()["items"]] == []
+
+
+def test_a_redis_stream_lands_once_through_its_consumer_workflow(cloud: Any, new_tenant: Any) -> None:
+    """Entries a crashed consumer left pending are taken over, one delivered too often waits in
+    quarantine, and every other entry lands exactly once; pausing stops the workflow."""
+    import redis
+
+    tenant = new_tenant(f"org_redis_{uuid.uuid4().hex[:8]}")
+    key = f"usage:{uuid.uuid4().hex[:8]}"
+    client = redis.Redis(host="127.0.0.1", port=6379)
+    for i in range(300):
+        client.xadd(key, {"data": json.dumps({"id": f"r{i}", "type": "usage"})})
+    group = f"group-{uuid.uuid4().hex[:6]}"
+    client.xgroup_create(key, group, id="0")
+    # Another consumer of the group read the first 50 and crashed before acknowledging them; it
+    # kept re-reading the first one, which is now past max_deliveries.
+    client.xreadgroup(group, "crashed", {key: ">"}, count=50)
+    for _ in range(6):
+        client.xreadgroup(group, "crashed", {key: "0"}, count=1)
+    first_id = client.xrange(key, count=1)[0][0].decode()
+    created = tenant.request(
+        "POST",
+        "/api/streaming/streams",
+        json={
+            "name": "Usage from Redis",
+            "stream_type": "redis_streams",
+            "topics": [key],
+            "record_id_field": "id",
+            "connection_config": {
+                "url": "redis://127.0.0.1:6379/0",
+                "consumer_group": group,
+                "starting_position": "TRIM_HORIZON",
+                "claim_idle_seconds": 1,
+                "max_deliveries": 5,
+            },
+        },
+    )
+    assert created.status_code == 201, created.text
+    stream_id = created.json()["stream_id"]
+
+    def landed() -> list[dict[str, Any]]:
+        return _records(cloud, tenant.organization_id, "redis_streams")
+
+    wait_until(lambda: len(landed()) >= 299, "299 Redis entries in the lake")
+    ids = sorted(r["record_id"] for r in landed())
+    assert ids == sorted(f"r{i}" for i in range(1, 300)), "each entry once, the poison one aside"
+    quarantined = tenant.request("GET", f"/api/streaming/streams/{stream_id}/quarantine").json()["items"]
+    assert [(q["partition"], q["position"]) for q in quarantined] == [(key, first_id)]
+    assert "delivered" in quarantined[0]["error"]
+    assert client.xpending(key, group)["pending"] == 0, "everything was acknowledged"
+    replayed = tenant.request("POST", f"/api/streaming/streams/{stream_id}/quarantine/replay", json={})
+    assert replayed.json()["landed"] == 1
+    assert sorted(r["record_id"] for r in landed()) == sorted(f"r{i}" for i in range(300))
+    wait_until(
+        lambda: tenant.request("GET", f"/api/streaming/streams/{stream_id}/metrics").json()["lag_messages"] == 0,
+        "the group's lag reported as 0",
+        timeout=60,
+    )
+
+    sfn = cloud.boto3_client("stepfunctions")
+    paused = tenant.request("POST", f"/api/streaming/streams/{stream_id}/pause")
+    assert paused.status_code == 200
+    machine = cloud.resources["StreamConsumerStateMachine"]["physical_id"]
+
+    def consumers_running() -> int:
+        executions = sfn.list_executions(stateMachineArn=machine)["executions"]
+        return sum(1 for e in executions if e["name"].startswith(stream_id) and e["status"] == "RUNNING")
+
+    wait_until(lambda: consumers_running() == 0, "the paused stream's workflow to end", timeout=60)
+    client.xadd(key, {"data": json.dumps({"id": "after-resume", "type": "usage"})})
+    assert tenant.request("POST", f"/api/streaming/streams/{stream_id}/resume").status_code == 200
+    wait_until(lambda: any(r["record_id"] == "after-resume" for r in landed()), "the entry added while paused")
+    assert tenant.request("DELETE", f"/api/streaming/streams/{stream_id}").status_code == 204
+    client.delete(key)
+
+
+def test_a_redis_stream_that_does_not_answer_is_refused(cloud: Any, new_tenant: Any) -> None:
+    tenant = new_tenant(f"org_redisbad_{uuid.uuid4().hex[:8]}")
+    answer = tenant.request(
+        "POST",
+        "/api/streaming/streams",
+        json={
+            "name": "Nowhere",
+            "stream_type": "redis_streams",
+            "topics": ["k"],
+            "connection_config": {"url": "redis://127.0.0.1:1/0"},
+        },
+    )
+    assert answer.status_code == 422 and "did not answer" in answer.text
+    assert tenant.request("GET", "/api/streaming/streams").json()["items"] == []

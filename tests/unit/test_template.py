@@ -92,6 +92,7 @@ INFRASTRUCTURE_PARAMETERS = frozenset(
         "IngestStreamShards",
         "KinesisSourceStreamArns",
         "KafkaSubnetIds",
+        "StreamConsumerTurnSeconds",
         "KafkaSecurityGroupIds",
     }
 )

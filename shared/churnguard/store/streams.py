@@ -302,7 +302,15 @@ class StreamStore:
             self._batch_write([{"DeleteRequest": {"Key": k}} for k in keys])
 
     # ------------------------------------------------------------------ metrics
-    def add_stats(self, stream_id: str, at: float, counts: Mapping[str, float], newest_arrival: float | None) -> None:
+    def add_stats(
+        self,
+        stream_id: str,
+        at: float,
+        counts: Mapping[str, float],
+        newest_arrival: float | None,
+        gauges: Mapping[str, float] | None = None,
+    ) -> None:
+        """Adds `counts` to the minute of `at`; `gauges` (a lag) replace the minute's value."""
         minute = int(at // 60)
         names = {f"#c{index}": name for index, name in enumerate(counts)}
         values: dict[str, Any] = {f":c{index}": {"N": repr(value)} for index, value in enumerate(counts.values())}
@@ -313,6 +321,10 @@ class StreamStore:
         if newest_arrival is not None:
             values[":arrival"] = {"N": repr(newest_arrival)}
             sets += ", newest_arrival = :arrival"
+        for index, (name, value) in enumerate((gauges or {}).items()):
+            names[f"#g{index}"] = name
+            values[f":g{index}"] = {"N": repr(value)}
+            sets += f", #g{index} = :g{index}"
         request: dict[str, Any] = {
             "TableName": self._table,
             "Key": stats_key(stream_id, minute),

@@ -3,7 +3,8 @@
 A stream is written with its integration (same id, `streaming`, `real_time`) in one transaction,
 credentials sealed as an integration's. Kafka and Kinesis streams then get a Lambda event source
 mapping on the stream processor; if that fails, the stream is removed again, so nothing is left
-half-created. Redis Streams and WebSocket consumers are refused until their workflow exists.
+half-created. Redis Streams (and WebSocket feeds) get a continuous consumer workflow execution
+instead, started on create and resume, stopped on pause and delete.
 """
 
 from __future__ import annotations
@@ -60,7 +61,6 @@ RETENTION_SECONDS = {
     StreamType.CUSTOM: 24 * 3600,
 }
 NOT_YET = {
-    StreamType.REDIS_STREAMS: "Redis Streams consumers",
     StreamType.WEBSOCKET: "WebSocket feed consumers",
 }
 
@@ -75,6 +75,23 @@ class SourceMappings(Protocol):
     def set_batch_size(self, mapping_id: str, batch_size: int) -> None: ...
 
     def delete(self, mapping_id: str, stream_id: str) -> None: ...
+
+
+class Consumers(Protocol):
+    """Continuous consumer workflow executions (consumers.ConsumerWorkflow)."""
+
+    def start(self, config: StreamConfiguration) -> str: ...
+
+    def stop(self, execution: str) -> None: ...
+
+
+class SourceCheck(Protocol):
+    """Whether a stream's source answers, before anything is created (checks.SourceReachability)."""
+
+    def __call__(self, config: StreamConfiguration, credentials: IntegrationCredentials | None) -> str | None: ...
+
+
+CONSUMED = frozenset({StreamType.REDIS_STREAMS, StreamType.WEBSOCKET})
 
 
 def hash_ingest_key(ingest_key: str) -> str:
@@ -100,7 +117,11 @@ class StreamService:
         mappings: SourceMappings | None,
         processor: StreamProcessor,
         clock: Callable[[], float] = time.time,
+        consumers: Consumers | None = None,
+        source_check: SourceCheck | None = None,
     ) -> None:
+        self._consumers = consumers
+        self._source_check = source_check
         self._store = store
         self._integrations = integrations
         self._cipher = cipher
@@ -132,6 +153,13 @@ class StreamService:
             envelope = self._cipher.encrypt(
                 request.credentials.to_plaintext(), encryption_context(organization_id, config.stream_id)
             )
+        if self._source_check is not None:
+            problem = self._source_check(config, request.credentials)
+            if problem is not None:
+                raise ValidationFailedError(
+                    f"the stream's source did not answer, so the stream was not created: {problem}",
+                    {"fields": [{"field": "connection_config", "message": problem}]},
+                )
         key_hash = config.ingest_key_hash
         also = self._store.items_for_create(config, key_hash, sources_of(config))
         try:
@@ -147,6 +175,8 @@ class StreamService:
             raise
         if self._mappings is not None and config.stream_type in (StreamType.KAFKA, StreamType.KINESIS):
             config = self._attach_mapping(self._mappings, config, integration, request.credentials, key_hash)
+        if self._consumers is not None and config.stream_type in CONSUMED:
+            config = self._start_consumer(self._consumers, config, integration)
         return StreamCreated(**StreamView.of(config).model_dump(), ingest_key=ingest_key)
 
     def _attach_mapping(
@@ -175,6 +205,22 @@ class StreamService:
                 {"fields": [{"field": "topics", "message": reason}]},
             ) from None
         after = config.model_copy(update={"source_mapping": mapping_id, "version": config.version + 1})
+        self._store.put(config, after)
+        return after
+
+    def _start_consumer(
+        self, consumers: Consumers, config: StreamConfiguration, integration: IntegrationConfiguration | None
+    ) -> StreamConfiguration:
+        """Starts the stream's consumer workflow; a new stream that cannot have one is removed."""
+        try:
+            execution = consumers.start(config)
+        except Exception as exc:
+            if integration is not None:
+                self._integrations.delete(integration, self._store.items_for_delete(config, None, []))
+            raise ServiceUnavailableError(
+                f"the stream's consumer could not be started: {_aws_reason(exc)}; retry"
+            ) from None
+        after = config.model_copy(update={"consumer_execution": execution, "version": config.version + 1})
         self._store.put(config, after)
         return after
 
@@ -242,6 +288,12 @@ class StreamService:
             ),
             also=self._store.items_for_update(before, after),
         )
+        if self._consumers is not None and before.stream_type in CONSUMED:
+            # A paused stream's turns end by themselves; stopping its execution saves the wait.
+            if status is StreamStatus.PAUSED and before.consumer_execution:
+                self._consumers.stop(before.consumer_execution)
+            if status is StreamStatus.ACTIVE:
+                after = self._start_consumer(self._consumers, after, None)
         return StreamView.of(after)
 
     def delete(self, organization_id: str, stream_id: str) -> None:
@@ -254,6 +306,8 @@ class StreamService:
         integration = self._integrations.get(organization_id, stream_id)
         lookups = self._store.items_for_delete(config, config.ingest_key_hash, sources_of(config))
         self._integrations.delete(integration, lookups)
+        if config.consumer_execution and self._consumers is not None:
+            self._consumers.stop(config.consumer_execution)
         self._store.forget(stream_id)
 
     def metrics(self, organization_id: str, stream_id: str) -> StreamMetrics:
@@ -285,7 +339,7 @@ class StreamService:
             records_written=int(total["records"]),
             records_rejected=int(total["rejects"]),
             duplicates_skipped=0,
-            lag_messages=None,
+            lag_messages=_latest_gauge(minutes, "lag_messages"),
             lag_seconds=None if lag_seconds is None else round(lag_seconds, 3),
             buffer_utilization=None if lag_seconds is None or not retention else round(lag_seconds / retention, 6),
             retention_seconds=retention,
@@ -377,3 +431,11 @@ def _utc(epoch: float) -> Any:
     from datetime import UTC, datetime
 
     return datetime.fromtimestamp(epoch, UTC)
+
+
+def _latest_gauge(minutes: list[dict[str, float]], name: str) -> int | None:
+    """The newest minute's value of a gauge a consumer reports (the Redis group's lag)."""
+    for minute in sorted(minutes, key=lambda m: m["minute"], reverse=True):
+        if name in minute:
+            return int(minute[name])
+    return None

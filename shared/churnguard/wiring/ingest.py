@@ -1,14 +1,16 @@
-"""The custom streams' HTTPS ingest, as this function's environment configures it: no sinks,
-no KMS, nothing but the table and the ingest stream."""
+"""What writes to the ingest stream, as each function's environment configures it: the custom
+streams' HTTPS ingest and the continuous consumers' turns. No sinks: the stream processor lands
+what they buffer."""
 
 from __future__ import annotations
 
 from typing import TYPE_CHECKING
 
 from churnguard import aws
-from churnguard.config import env_str, platform_settings, table_name
+from churnguard.config import env_str, kms_key_id, platform_settings, table_name
 
 if TYPE_CHECKING:
+    from churnguard.streaming.consumers import ConsumerTurns
     from churnguard.streaming.ingest import StreamIngest
 
 
@@ -24,4 +26,21 @@ def stream_ingest() -> StreamIngest:
         WebhookStore(dynamodb, table_name()),
         IngestWriter(aws.client("kinesis"), env_str("INGEST_STREAM_NAME")),
         requests_per_minute=platform_settings().webhook_rate_limit_per_minute,
+    )
+
+
+def consumer_turns() -> ConsumerTurns:
+    from churnguard.crypto import CredentialCipher
+    from churnguard.store.integrations import IntegrationStore
+    from churnguard.store.streams import StreamStore
+    from churnguard.streaming.consumers import ConsumerTurns, ConsumerWorkflow
+    from churnguard.streaming.sources import IngestWriter
+
+    dynamodb = aws.client("dynamodb")
+    return ConsumerTurns(
+        StreamStore(dynamodb, table_name()),
+        IntegrationStore(dynamodb, table_name()),
+        CredentialCipher(aws.client("kms"), kms_key_id()),
+        IngestWriter(aws.client("kinesis"), env_str("INGEST_STREAM_NAME")),
+        ConsumerWorkflow(aws.client("stepfunctions"), env_str("STREAM_CONSUMER_STATE_MACHINE_ARN")),
     )

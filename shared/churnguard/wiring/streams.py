@@ -32,6 +32,8 @@ def stream_service() -> StreamService:
     from churnguard.crypto import CredentialCipher
     from churnguard.store.integrations import IntegrationStore
     from churnguard.store.streams import StreamStore
+    from churnguard.streaming.checks import source_problem
+    from churnguard.streaming.consumers import ConsumerWorkflow
     from churnguard.streaming.mappings import LambdaSourceMappings, MappingSettings
     from churnguard.streaming.service import StreamService
 
@@ -53,6 +55,8 @@ def stream_service() -> StreamService:
         CredentialCipher(aws.client("kms"), kms_key_id()),
         mappings,
         stream_processor(),
+        consumers=ConsumerWorkflow(aws.client("stepfunctions"), env_str("STREAM_CONSUMER_STATE_MACHINE_ARN")),
+        source_check=source_problem,
     )
 
 

@@ -1,0 +1,367 @@
+"""Continuous consumers: a Step Functions workflow loops time-budgeted turns of a stream's
+consumer (Redis Streams here), and each turn forwards what it read to the ingest stream.
+
+Redis: the consumer reads in the stream's consumer group (default: the stream id) as one named
+consumer. A turn first re-reads the entries it was given but never acknowledged (a turn that
+stopped between forwarding and XACK), then claims entries other consumers left pending longer than
+`claim_idle_seconds` (XAUTOCLAIM), then reads new ones, blocking briefly when there are none. Entries are
+acknowledged only after the ingest stream took them; an entry delivered more than
+`max_deliveries` times is set aside in quarantine with the reason and acknowledged, so it cannot
+stall the group. Forwarding again after a crash is harmless: the entry's identity (its key and id)
+lands it once.
+
+A turn ends the workflow when the stream was paused or deleted, or when another execution took
+over; every `TURNS_PER_EXECUTION` turns it starts a fresh execution and hands over to it, so the
+execution history stays small.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+from hashlib import blake2b
+from typing import Any, Protocol
+
+import orjson
+
+from churnguard.crypto import CredentialCipher, encryption_context
+from churnguard.errors import NotFoundError
+from churnguard.models import IntegrationCredentials
+from churnguard.netguard import allowed_addresses
+from churnguard.store.integrations import IntegrationStore
+from churnguard.store.streams import QuarantineItem, StreamStore
+from churnguard.stream_models import StreamConfiguration, StreamStatus, StreamType
+from churnguard.streaming.sources import IngestEvent, IngestWriter
+
+logger = logging.getLogger(__name__)
+
+CONSUMER_NAME = "churnguard"
+BLOCK_MS = 1000
+RECHECK_SECONDS = 5.0  # how often a turn asks whether the stream still wants it
+TURNS_PER_EXECUTION = 200
+MAX_ENTRY_BYTES = 900_000  # a Kinesis record holds 1 MiB, the envelope included
+
+
+@dataclass
+class TurnResult:
+    forwarded: int = 0
+    quarantined: int = 0
+    lag_messages: int | None = None
+
+
+class Consumer(Protocol):
+    def turn(self, budget_seconds: float, still_wanted: Callable[[], bool]) -> TurnResult: ...
+
+
+def redis_identity(key: str, entry_id: str) -> str:
+    return "r" + blake2b(f"{key}\x1f{entry_id}".encode(), digest_size=16).hexdigest()
+
+
+def entry_payload(fields: dict[bytes, bytes]) -> bytes:
+    """An entry's message: the value of its only field, else its fields as a JSON object."""
+    if len(fields) == 1:
+        return next(iter(fields.values()))
+    return orjson.dumps(
+        {name.decode("utf-8", "replace"): value.decode("utf-8", "replace") for name, value in fields.items()}
+    )
+
+
+class RedisStreamConsumer:
+    def __init__(
+        self,
+        config: StreamConfiguration,
+        client: Any,
+        writer: IngestWriter,
+        store: StreamStore,
+        clock: Callable[[], float] = time.time,
+    ) -> None:
+        self._config = config
+        self._redis = client
+        self._writer = writer
+        self._store = store
+        self._clock = clock
+        self._group = config.consumer_group
+
+    def turn(self, budget_seconds: float, still_wanted: Callable[[], bool]) -> TurnResult:
+        """Reads until the budget is spent, or until the stream is paused, deleted or taken over
+        (asked every RECHECK_SECONDS)."""
+        deadline = time.monotonic() + budget_seconds
+        recheck = time.monotonic() + RECHECK_SECONDS
+        result = TurnResult()
+        for key in self._config.topics:
+            self._ensure_group(key)
+        # What this consumer was given and never acknowledged, then what others left behind.
+        for key in self._config.topics:
+            while self._deliver(key, self._read(key, "0"), result):
+                pass
+            self._deliver(key, self._claim(key), result)
+        while time.monotonic() < deadline:
+            if time.monotonic() >= recheck:
+                if not still_wanted():
+                    break
+                recheck = time.monotonic() + RECHECK_SECONDS
+            block = max(1, min(BLOCK_MS, int((deadline - time.monotonic()) * 1000)))
+            read = self._redis.xreadgroup(
+                self._group,
+                CONSUMER_NAME,
+                dict.fromkeys(self._config.topics, ">"),
+                count=self._config.batch_size,
+                block=block,
+            )
+            for key, entries in read or []:
+                self._deliver(key.decode() if isinstance(key, bytes) else key, entries, result)
+        result.lag_messages = self._lag()
+        return result
+
+    def _ensure_group(self, key: str) -> None:
+        start = "0" if self._config.connection_config.starting_position == "TRIM_HORIZON" else "$"
+        try:
+            self._redis.xgroup_create(key, self._group, id=start, mkstream=True)
+        except Exception as exc:
+            if "BUSYGROUP" not in str(exc):
+                raise
+
+    def _read(self, key: str, start: str) -> list[Any]:
+        read = self._redis.xreadgroup(self._group, CONSUMER_NAME, {key: start}, count=self._config.batch_size)
+        return list(read[0][1]) if read else []
+
+    def _claim(self, key: str) -> list[Any]:
+        idle_ms = self._config.connection_config.claim_idle_seconds * 1000
+        claimed = self._redis.xautoclaim(
+            key, self._group, CONSUMER_NAME, min_idle_time=idle_ms, start_id="0-0", count=self._config.batch_size
+        )
+        return list(claimed[1])
+
+    def _deliver(self, key: str, entries: list[Any], result: TurnResult) -> bool:
+        """Forwards `entries` (quarantining those delivered too often), then acknowledges them."""
+        if not entries:
+            return False
+        ids = [_text(entry_id) for entry_id, _ in entries]
+        counts = self._delivery_counts(key, ids)
+        limit = self._config.connection_config.max_deliveries
+        now = self._clock()
+        forward: list[IngestEvent] = []
+        set_aside: list[QuarantineItem] = []
+        for (_, fields), text_id in zip(entries, ids, strict=True):
+            if not fields:  # an entry trimmed away while pending
+                continue
+            payload = entry_payload(fields)
+            attempts = counts.get(text_id, 1)
+            reason = None
+            if attempts > limit:
+                reason = f"delivered {attempts} times without being forwarded (max_deliveries {limit})"
+            elif len(payload) > MAX_ENTRY_BYTES:
+                reason = f"the entry is larger than {MAX_ENTRY_BYTES} bytes"
+            if reason is not None:
+                set_aside.append(
+                    QuarantineItem(
+                        self._config.stream_id,
+                        key,
+                        text_id,
+                        redis_identity(key, text_id),
+                        payload,
+                        _arrival(text_id),
+                        reason,
+                        attempts,
+                        now,
+                    )
+                )
+                continue
+            forward.append(
+                IngestEvent(
+                    self._config.organization_id,
+                    self._config.stream_id,
+                    redis_identity(key, text_id),
+                    payload,
+                    _arrival(text_id),
+                    attempts,
+                )
+            )
+        failures = [failure for failure in self._writer.put(forward) if failure is not None] if forward else []
+        if failures:
+            raise ForwardingFailed(f"{len(failures)} entries were not taken by the ingest stream: {failures[0]}")
+        if set_aside:
+            self._store.quarantine(set_aside)
+        self._redis.xack(key, self._group, *ids)
+        result.forwarded += len(forward)
+        result.quarantined += len(set_aside)
+        return True
+
+    def _delivery_counts(self, key: str, ids: list[str]) -> dict[str, int]:
+        pending = self._redis.xpending_range(
+            key, self._group, min=ids[0], max=ids[-1], count=len(ids) + 10, consumername=CONSUMER_NAME
+        )
+        return {_text(item["message_id"]): int(item["times_delivered"]) for item in pending}
+
+    def _lag(self) -> int | None:
+        total = 0
+        for key in self._config.topics:
+            for group in self._redis.xinfo_groups(key):
+                if _text(group["name"]) == self._group:
+                    lag = group.get("lag")
+                    if lag is None:
+                        return None
+                    total += int(lag) + int(group.get("pending", 0))
+        return total
+
+
+class ForwardingFailed(Exception):
+    """The ingest stream refused entries; the turn fails and its workflow retries it."""
+
+
+def _text(value: Any) -> str:
+    return value.decode() if isinstance(value, bytes) else str(value)
+
+
+def _arrival(entry_id: str) -> float:
+    return int(entry_id.split("-", 1)[0]) / 1000
+
+
+class ConsumerWorkflow:
+    """Starts and stops a stream's consumer workflow executions."""
+
+    def __init__(self, stepfunctions: Any, state_machine_arn: str, clock: Callable[[], float] = time.time) -> None:
+        self._sfn = stepfunctions
+        self._state_machine = state_machine_arn
+        self._clock = clock
+
+    def start(self, config: StreamConfiguration) -> str:
+        """Starts an execution; its ARN is what each turn checks it still owns the stream with."""
+        response = self._sfn.start_execution(
+            stateMachineArn=self._state_machine,
+            name=f"{config.stream_id}-{int(self._clock() * 1000)}",
+            input=orjson.dumps(
+                {"organization_id": config.organization_id, "stream_id": config.stream_id, "iteration": 0}
+            ).decode(),
+        )
+        execution: str = response["executionArn"]
+        return execution
+
+    def stop(self, execution: str) -> None:
+        try:
+            self._sfn.stop_execution(executionArn=execution, cause="the stream was paused or deleted")
+        except self._sfn.exceptions.ExecutionDoesNotExist:
+            return
+
+
+@dataclass(frozen=True)
+class TurnOutcome:
+    keep_going: bool
+    iteration: int
+    forwarded: int = 0
+    quarantined: int = 0
+    reason: str = ""
+
+    def as_dict(self) -> dict[str, Any]:
+        return {
+            "continue": self.keep_going,
+            "iteration": self.iteration,
+            "forwarded": self.forwarded,
+            "quarantined": self.quarantined,
+            "reason": self.reason,
+        }
+
+
+class ConsumerTurns:
+    """One turn of a stream's consumer workflow: checks the stream still wants this execution,
+    runs the consumer for the budget, records what it saw, and hands over to a fresh execution
+    when this one has looped long enough."""
+
+    def __init__(
+        self,
+        store: StreamStore,
+        integrations: IntegrationStore,
+        cipher: CredentialCipher,
+        writer: IngestWriter,
+        workflow: ConsumerWorkflow,
+        clock: Callable[[], float] = time.time,
+    ) -> None:
+        self._store = store
+        self._integrations = integrations
+        self._cipher = cipher
+        self._writer = writer
+        self._workflow = workflow
+        self._clock = clock
+
+    def turn(self, organization_id: str, stream_id: str, execution: str, iteration: int, budget: float) -> TurnOutcome:
+        try:
+            config = self._store.get(organization_id, stream_id)
+        except NotFoundError:
+            return TurnOutcome(False, iteration, reason="the stream was deleted")
+        if config.consumer_execution != execution:
+            return TurnOutcome(False, iteration, reason="another execution consumes this stream")
+        if config.status is not StreamStatus.ACTIVE:
+            return TurnOutcome(False, iteration, reason="the stream is paused")
+        if iteration >= TURNS_PER_EXECUTION:
+            self._hand_over(config)
+            return TurnOutcome(False, iteration, reason="handed over to a fresh execution")
+        started = time.perf_counter()
+        result = self._consumer(config).turn(budget, lambda: self._wanted(organization_id, stream_id, execution))
+        elapsed_ms = (time.perf_counter() - started) * 1000
+        self._store.add_stats(
+            stream_id,
+            self._clock(),
+            {
+                "forwarded": result.forwarded,
+                "consumer_quarantined": result.quarantined,
+                "turn_ms": round(elapsed_ms, 3),
+            },
+            None,
+            gauges={} if result.lag_messages is None else {"lag_messages": result.lag_messages},
+        )
+        return TurnOutcome(True, iteration + 1, result.forwarded, result.quarantined)
+
+    def _wanted(self, organization_id: str, stream_id: str, execution: str) -> bool:
+        try:
+            config = self._store.get(organization_id, stream_id)
+        except NotFoundError:
+            return False
+        return config.status is StreamStatus.ACTIVE and config.consumer_execution == execution
+
+    def _hand_over(self, config: StreamConfiguration) -> None:
+        execution = self._workflow.start(config)
+        after = config.model_copy(update={"consumer_execution": execution, "version": config.version + 1})
+        self._store.put(config, after)
+
+    def _consumer(self, config: StreamConfiguration) -> Consumer:
+        if config.stream_type is StreamType.REDIS_STREAMS:
+            return RedisStreamConsumer(
+                config, redis_client(config, self._credentials(config)), self._writer, self._store, self._clock
+            )
+        raise ValueError(f"no continuous consumer for {config.stream_type.value} streams")
+
+    def _credentials(self, config: StreamConfiguration) -> IntegrationCredentials | None:
+        envelope = self._integrations.get_credentials_envelope(config.organization_id, config.stream_id)
+        if envelope is None:
+            return None
+        plaintext = self._cipher.decrypt(envelope, encryption_context(config.organization_id, config.stream_id))
+        return IntegrationCredentials.model_validate(plaintext)
+
+
+def redis_client(config: StreamConfiguration, credentials: IntegrationCredentials | None) -> Any:
+    """A client of an address the guard allowed. Plain Redis connects to the address resolved here
+    (DNS cannot rebind it); TLS (rediss) connects by name, so the certificate verifies against it,
+    after the same check."""
+    from urllib.parse import urlsplit
+
+    import redis
+
+    url = urlsplit(config.connection_config.url or "")
+    port = url.port or 6379
+    (address, *_) = allowed_addresses(url.hostname or "", port)
+    tls = url.scheme == "rediss"
+    password = credentials.password.get_secret_value() if credentials and credentials.password else None
+    username = credentials.username.get_secret_value() if credentials and credentials.username else None
+    database = int(url.path.strip("/")) if url.path.strip("/").isdigit() else 0
+    return redis.Redis(
+        host=(url.hostname or address) if tls else address,
+        port=port,
+        db=database,
+        username=username,
+        password=password,
+        ssl=tls,
+        socket_timeout=BLOCK_MS / 1000 + 10,
+        socket_connect_timeout=5,
+    )
