@@ -96,6 +96,15 @@ class StreamConnection(StrictModel):
         description="Redis: how long another consumer's entry may stay pending before it is taken over",
     )
     security_protocol: Literal["PLAINTEXT", "SASL_SCRAM_256", "SASL_SCRAM_512", "MTLS"] = "PLAINTEXT"
+    sequence_field: FieldPath | None = Field(
+        default=None, description="WebSocket: the field holding the feed's sequence number (gaps are detected)"
+    )
+    resume_message: Any = Field(
+        default=None,
+        description='WebSocket: sent after reconnecting; "{last_sequence}" in it becomes the last sequence landed',
+    )
+    heartbeat_message: Any = Field(default=None, description="WebSocket: sent every heartbeat_seconds")
+    heartbeat_seconds: int = Field(default=30, ge=1, le=3600)
 
 
 class StreamSettings(StrictModel):
@@ -257,6 +266,7 @@ class StreamMetrics(Model):
     records_written: int
     records_rejected: int
     duplicates_skipped: int
+    sequence_gaps: int = Field(description="WebSocket: sequence numbers the feed skipped")
     lag_messages: int | None
     lag_seconds: float | None
     buffer_utilization: float | None = Field(description="share of the source's retention the lag has used")

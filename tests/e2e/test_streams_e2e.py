@@ -5,6 +5,8 @@ when replayed after a fix; pausing stops ingest; deleting removes the mapping.""
 from __future__ import annotations
 
 import json
+import threading
+import time
 import uuid
 from typing import Any
 
@@ -87,6 +89,7 @@ def test_custom_stream_events_land_once_and_poison_waits_in_quarantine(cloud: An
     metrics = tenant.request("GET", f"/api/streaming/streams/{stream_id}/metrics").json()
     assert metrics["messages"] == 51 and metrics["records_written"] == 50 and metrics["quarantined"] == 0
     assert metrics["error_rate"] > 0 and metrics["lag_seconds"] is not None
+    assert metrics["duplicates_skipped"] == 25, "the client's retries were skipped, and counted"
 
     paused = tenant.request("POST", f"/api/streaming/streams/{stream_id}/pause")
     assert paused.json()["status"] == "paused"
@@ -382,3 +385,101 @@ def test_a_redis_stream_that_does_not_answer_is_refused(cloud: Any, new_tenant: 
     )
     assert answer.status_code == 422 and "did not answer" in answer.text
     assert tenant.request("GET", "/api/streaming/streams").json()["items"] == []
+
+
+class Feed:
+    """A sequenced WebSocket feed on 127.0.0.1: it wants a token header and a subscribe message,
+    drops every connection after 60 events, replays a few already-sent events after a resume,
+    and never sends event 150 (a gap the consumer must report)."""
+
+    TOTAL = 200
+    MISSING = 150
+    TOKEN = "feed-token-" + uuid.uuid4().hex
+
+    def __init__(self) -> None:
+        from websockets.sync.server import serve
+
+        self.connections = 0
+        self.resumes: list[int] = []
+        self.server = serve(self._handle, "127.0.0.1", 0, process_request=self._check)
+        self.port = self.server.socket.getsockname()[1]
+        self.thread = threading.Thread(target=self.server.serve_forever, daemon=True)
+        self.thread.start()
+
+    def _check(self, connection: Any, request: Any) -> Any:
+        if request.headers.get("X-Feed-Token") != self.TOKEN:
+            return connection.respond(401, "bad token\n")
+        return None
+
+    def _handle(self, socket: Any) -> None:
+        self.connections += 1
+        subscribe = json.loads(socket.recv(timeout=10))
+        assert subscribe == {"op": "subscribe", "channel": "usage"}
+        start = 1
+        try:
+            resume = json.loads(socket.recv(timeout=0.5))
+            self.resumes.append(int(resume["after"]))
+            start = max(1, int(resume["after"]) - 4)  # a replay that overlaps what landed
+        except TimeoutError:
+            pass
+        sent = 0
+        for seq in range(start, self.TOTAL + 1):
+            if seq == self.MISSING:
+                continue
+            socket.send(json.dumps({"seq": seq, "event_id": f"w{seq}", "type": "usage"}))
+            sent += 1
+            if sent == 60:
+                return  # drops the connection mid-stream
+        time.sleep(30)  # stays open, quiet, until the consumer's turn ends
+
+    def close(self) -> None:
+        self.server.shutdown()
+
+
+def test_a_websocket_feed_lands_once_across_drops_and_replays_and_reports_its_gap(cloud: Any, new_tenant: Any) -> None:
+    feed = Feed()
+    tenant = new_tenant(f"org_ws_{uuid.uuid4().hex[:8]}")
+    try:
+        refused = tenant.request(
+            "POST",
+            "/api/streaming/streams",
+            json={
+                "name": "No token",
+                "stream_type": "websocket",
+                "connection_config": {"url": f"ws://127.0.0.1:{feed.port}/feed"},
+            },
+        )
+        assert refused.status_code == 422 and "HTTP 401" in refused.text
+        created = tenant.request(
+            "POST",
+            "/api/streaming/streams",
+            json={
+                "name": "Usage feed",
+                "stream_type": "websocket",
+                "event_id_field": "event_id",
+                "record_id_field": "event_id",
+                "connection_config": {
+                    "url": f"ws://127.0.0.1:{feed.port}/feed",
+                    "subscribe_messages": [{"op": "subscribe", "channel": "usage"}],
+                    "resume_message": {"op": "resume", "after": "{last_sequence}"},
+                    "sequence_field": "seq",
+                },
+                "credentials": {"credential_type": "custom", "custom_fields": {"header.X-Feed-Token": feed.TOKEN}},
+            },
+        )
+        assert created.status_code == 201, created.text
+        assert feed.TOKEN not in created.text
+        stream_id = created.json()["stream_id"]
+
+        def landed() -> list[dict[str, Any]]:
+            return _records(cloud, tenant.organization_id, "websocket")
+
+        wait_until(lambda: len(landed()) >= Feed.TOTAL - 1, "the feed's events in the lake")
+        expected = sorted(f"w{i}" for i in range(1, Feed.TOTAL + 1) if i != Feed.MISSING)
+        assert sorted(r["record_id"] for r in landed()) == expected, "each event once across drops and replays"
+        assert feed.connections >= 4 and feed.resumes, "the feed dropped the consumer, which resumed"
+        metrics = tenant.request("GET", f"/api/streaming/streams/{stream_id}/metrics").json()
+        assert metrics["sequence_gaps"] == 1, "the event the feed never sent is reported, not skipped silently"
+        assert tenant.request("DELETE", f"/api/streaming/streams/{stream_id}").status_code == 204
+    finally:
+        feed.close()

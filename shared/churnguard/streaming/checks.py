@@ -22,6 +22,8 @@ def source_problem(config: StreamConfiguration, credentials: IntegrationCredenti
             return _redis(config, credentials)
         if config.stream_type is StreamType.KAFKA and config.connection_config.bootstrap_servers:
             return _brokers(config.connection_config.bootstrap_servers)
+        if config.stream_type is StreamType.WEBSOCKET:
+            return _feed(config, credentials)
     except BlockedAddressError as exc:
         return str(exc)
     return None
@@ -56,3 +58,19 @@ def _brokers(servers: list[str]) -> str | None:
             except OSError as exc:
                 failures.append(f"{server}: {exc.strerror or type(exc).__name__}")
     return "no bootstrap server accepted a connection (" + "; ".join(failures) + ")"
+
+
+def _feed(config: StreamConfiguration, credentials: IntegrationCredentials | None) -> str | None:
+    """The feed must accept a WebSocket handshake with the configured headers."""
+    from websockets.exceptions import InvalidStatus, WebSocketException
+
+    from churnguard.streaming.consumers import WebSocketConsumer
+
+    consumer = WebSocketConsumer(config, credentials, writer=None, store=None)  # type: ignore[arg-type]
+    try:
+        with consumer.connect():
+            return None
+    except InvalidStatus as exc:
+        return f"the feed refused the handshake with HTTP {exc.response.status_code}"
+    except (OSError, WebSocketException) as exc:
+        return f"the feed did not answer: {type(exc).__name__}"

@@ -1,5 +1,5 @@
 """Continuous consumers: a Step Functions workflow loops time-budgeted turns of a stream's
-consumer (Redis Streams here), and each turn forwards what it read to the ingest stream.
+consumer (Redis Streams, WebSocket feeds), and each turn forwards what it read to the ingest stream.
 
 Redis: the consumer reads in the stream's consumer group (default: the stream id) as one named
 consumer. A turn first re-reads the entries it was given but never acknowledged (a turn that
@@ -18,6 +18,8 @@ execution history stays small.
 from __future__ import annotations
 
 import logging
+import random
+import socket as socket_module
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -30,6 +32,7 @@ from churnguard.crypto import CredentialCipher, encryption_context
 from churnguard.errors import NotFoundError
 from churnguard.models import IntegrationCredentials
 from churnguard.netguard import allowed_addresses
+from churnguard.pipeline.mapping import value_getter
 from churnguard.store.integrations import IntegrationStore
 from churnguard.store.streams import QuarantineItem, StreamStore
 from churnguard.stream_models import StreamConfiguration, StreamStatus, StreamType
@@ -48,6 +51,7 @@ MAX_ENTRY_BYTES = 900_000  # a Kinesis record holds 1 MiB, the envelope included
 class TurnResult:
     forwarded: int = 0
     quarantined: int = 0
+    gaps: int = 0
     lag_messages: int | None = None
 
 
@@ -207,6 +211,220 @@ class RedisStreamConsumer:
         return total
 
 
+class WebSocketConsumer:
+    """A turn of a WebSocket feed: connect (to the address the guard allowed) with the configured
+    headers, send the subscribe messages, and after a reconnect the resume message with the last
+    sequence landed; send heartbeats (pings are answered by the client); forward what arrives in
+    batches; reconnect after a drop with exponential backoff and full jitter. With a
+    `sequence_field`, a jump in sequence numbers is counted as a gap (an alert on the dashboard),
+    never skipped silently; a replayed message lands once by its identity."""
+
+    FLUSH_SECONDS = 1.0
+    MAX_BACKOFF_SECONDS = 30.0
+
+    def __init__(
+        self,
+        config: StreamConfiguration,
+        credentials: IntegrationCredentials | None,
+        writer: IngestWriter,
+        store: StreamStore,
+        clock: Callable[[], float] = time.time,
+        sleep: Callable[[float], None] = time.sleep,
+    ) -> None:
+        self._config = config
+        self._credentials = credentials
+        self._writer = writer
+        self._store = store
+        self._clock = clock
+        self._sleep = sleep
+        connection = config.connection_config
+        self._sequence = value_getter(connection.sequence_field) if connection.sequence_field else None
+        self._event_id = value_getter(config.event_id_field) if config.event_id_field else None
+
+    def turn(self, budget_seconds: float, still_wanted: Callable[[], bool]) -> TurnResult:
+        deadline = time.monotonic() + budget_seconds
+        result = TurnResult()
+        failures = 0
+        recheck = time.monotonic() + RECHECK_SECONDS
+        while time.monotonic() < deadline:
+            # Each connection resumes from what has landed (a drop may have moved it).
+            checkpoint = self._store.checkpoint(WEBSOCKET_SCOPE, self._config.stream_id)
+            last = int(checkpoint.position) if checkpoint.position is not None else None
+            try:
+                self._session(deadline, last, checkpoint, result, still_wanted)
+                break  # the budget ran out or the stream no longer wants this turn
+            except (OSError, WebSocketProblem) as exc:
+                failures += 1
+                wait = min(self.MAX_BACKOFF_SECONDS, 0.5 * 2**failures) * random.random()  # noqa: S311 - jitter
+                logger.warning("feed connection lost", extra={"stream_id": self._config.stream_id, "error": str(exc)})
+                self._sleep(min(wait, max(0.0, deadline - time.monotonic())))
+            if time.monotonic() >= recheck:
+                if not still_wanted():
+                    break
+                recheck = time.monotonic() + RECHECK_SECONDS
+        return result
+
+    def _session(
+        self,
+        deadline: float,
+        last: int | None,
+        checkpoint: Any,
+        result: TurnResult,
+        still_wanted: Callable[[], bool],
+    ) -> None:
+        """One connection, until the budget ends or the stream no longer wants it; raises when
+        the feed drops it (what arrived before is flushed by then)."""
+        from websockets.exceptions import WebSocketException
+
+        try:
+            with self.connect() as socket:
+                for message in self._config.connection_config.subscribe_messages:
+                    socket.send(_wire(message, last))
+                resume = self._config.connection_config.resume_message
+                if last is not None and resume is not None:
+                    socket.send(_wire(resume, last))
+                dropped = self._pump(socket, deadline, last, checkpoint, result, still_wanted)
+        except WebSocketException as exc:
+            dropped = exc
+        if dropped is not None:
+            raise WebSocketProblem(f"{type(dropped).__name__}: {dropped}") from None
+
+    def _pump(
+        self,
+        socket: Any,
+        deadline: float,
+        last: int | None,
+        checkpoint: Any,
+        result: TurnResult,
+        still_wanted: Callable[[], bool],
+    ) -> Exception | None:
+        """Receives and forwards in batches; what arrived before a drop is forwarded too (and
+        the drop returned)."""
+        from websockets.exceptions import WebSocketException
+
+        pending: list[IngestEvent] = []
+        newest = last
+        dropped: Exception | None = None
+        flush_at = time.monotonic() + self.FLUSH_SECONDS
+        beat_at = time.monotonic() + self._config.connection_config.heartbeat_seconds
+        recheck = time.monotonic() + RECHECK_SECONDS
+        while time.monotonic() < deadline:
+            try:
+                raw = socket.recv(timeout=min(self.FLUSH_SECONDS, max(0.01, deadline - time.monotonic())))
+            except TimeoutError:
+                raw = None
+            except WebSocketException as exc:
+                dropped = exc
+                break
+            if raw is not None:
+                newest = self._take(raw, newest, pending, result)
+            now = time.monotonic()
+            if pending and (now >= flush_at or len(pending) >= self._config.batch_size):
+                checkpoint = self._flush(pending, newest, checkpoint, result)
+                last, pending, flush_at = newest, [], now + self.FLUSH_SECONDS
+            if self._config.connection_config.heartbeat_message is not None and now >= beat_at:
+                socket.send(_wire(self._config.connection_config.heartbeat_message, last))
+                beat_at = now + self._config.connection_config.heartbeat_seconds
+            if now >= recheck:
+                if not still_wanted():
+                    break
+                recheck = now + RECHECK_SECONDS
+        if pending:
+            self._flush(pending, newest, checkpoint, result)
+        return dropped
+
+    def _take(self, raw: str | bytes, newest: int | None, pending: list[IngestEvent], result: TurnResult) -> int | None:
+        payload = raw.encode() if isinstance(raw, str) else raw
+        body: Any = None
+        if self._sequence is not None or self._event_id is not None:
+            try:
+                body = orjson.loads(payload)
+            except orjson.JSONDecodeError:
+                body = None
+        if isinstance(body, dict) and self._sequence is not None:
+            sequence = self._sequence(body)
+            if isinstance(sequence, int) and not isinstance(sequence, bool):
+                if newest is not None and sequence <= newest:
+                    return newest  # a replay of what already landed
+                if newest is not None and sequence > newest + 1:
+                    missing = sequence - newest - 1
+                    result.gaps += missing
+                    logger.warning(
+                        "sequence gap in the feed",
+                        extra={"stream_id": self._config.stream_id, "after": newest, "next": sequence},
+                    )
+                    # Recorded at once, where the metrics and the dashboard's alert read it.
+                    self._store.add_stats(self._config.stream_id, self._clock(), {"sequence_gaps": missing}, None)
+                newest = sequence
+        event_id = self._event_id(body) if isinstance(body, dict) and self._event_id is not None else None
+        from churnguard.streaming.processor import ingest_identity
+
+        pending.append(
+            IngestEvent(
+                self._config.organization_id,
+                self._config.stream_id,
+                ingest_identity(payload, event_id),
+                payload,
+                self._clock(),
+            )
+        )
+        return newest
+
+    def _flush(self, pending: list[IngestEvent], newest: int | None, checkpoint: Any, result: TurnResult) -> Any:
+        failures = [failure for failure in self._writer.put(pending) if failure is not None]
+        if failures:
+            raise ForwardingFailed(f"{len(failures)} messages were not taken by the ingest stream: {failures[0]}")
+        result.forwarded += len(pending)
+        if newest is None:
+            return checkpoint
+        self._store.advance(WEBSOCKET_SCOPE, self._config.stream_id, checkpoint, str(newest))
+        return self._store.checkpoint(WEBSOCKET_SCOPE, self._config.stream_id)
+
+    def connect(self) -> Any:
+        """A connection to the feed, through an address the guard allowed."""
+        from urllib.parse import urlsplit
+
+        from websockets.sync.client import connect
+
+        url = self._config.connection_config.url or ""
+        parts = urlsplit(url)
+        tls = parts.scheme == "wss"
+        port = parts.port or (443 if tls else 80)
+        (address, *_) = allowed_addresses(parts.hostname or "", port)
+        sock = socket_module.create_connection((address, port), timeout=10)
+        headers = dict(self._config.connection_config.headers)
+        if self._credentials is not None:
+            for name, secret in self._credentials.custom_fields.items():
+                if name.startswith("header."):
+                    headers[name.removeprefix("header.")] = secret.get_secret_value()
+        return connect(
+            url,
+            sock=sock,
+            server_hostname=parts.hostname if tls else None,
+            additional_headers=headers,
+            open_timeout=10,
+            ping_interval=20,
+            ping_timeout=20,
+            close_timeout=5,
+            max_size=MAX_ENTRY_BYTES,
+        )
+
+
+WEBSOCKET_SCOPE = "websocket"
+
+
+class WebSocketProblem(Exception):
+    """The feed refused or dropped the connection."""
+
+
+def _wire(message: Any, last: int | None) -> str:
+    """A configured message as sent: text as is, anything else as JSON; `{last_sequence}` filled in."""
+    text = message if isinstance(message, str) else orjson.dumps(message).decode()
+    if last is not None:
+        text = text.replace("{last_sequence}", str(last))
+    return text
+
+
 class ForwardingFailed(Exception):
     """The ingest stream refused entries; the turn fails and its workflow retries it."""
 
@@ -330,6 +548,8 @@ class ConsumerTurns:
             return RedisStreamConsumer(
                 config, redis_client(config, self._credentials(config)), self._writer, self._store, self._clock
             )
+        if config.stream_type is StreamType.WEBSOCKET:
+            return WebSocketConsumer(config, self._credentials(config), self._writer, self._store, self._clock)
         raise ValueError(f"no continuous consumer for {config.stream_type.value} streams")
 
     def _credentials(self, config: StreamConfiguration) -> IntegrationCredentials | None:

@@ -79,6 +79,7 @@ class _Group:
     envelopes: list[dict[str, Any]] = field(default_factory=list)
     failed: list[tuple[StreamMessage, str]] = field(default_factory=list)
     identities: dict[str, str] = field(default_factory=dict)
+    duplicates: int = 0
 
 
 def _hash(*parts: str) -> str:
@@ -141,6 +142,8 @@ class StreamProcessor:
         done = position_order(seen.position) if seen.position is not None else None
         fresh = [m for m in ordered if done is None or position_order(m.position) > done]
         outcome.duplicates += len(ordered) - len(fresh)
+        if len(fresh) < len(ordered):
+            self._count_redelivered(ordered[: len(ordered) - len(fresh)], resolve)
         if not fresh:
             return outcome
         groups = self._groups(fresh, resolve, outcome)
@@ -223,6 +226,7 @@ class StreamProcessor:
                 where = f"{message.partition}:{message.position}"
                 if landed.get(identity, where) != where or identity in claimed:
                     outcome.duplicates += 1
+                    group.duplicates += 1
                     continue
                 claimed[identity] = where
             kept.append(message)
@@ -285,6 +289,19 @@ class StreamProcessor:
             for sink in self._sinks:
                 sink.discard(key)
 
+    def _count_redelivered(self, messages: list[StreamMessage], resolve: Resolver) -> None:
+        """Messages at or before a checkpoint, delivered again: counted on their streams' metrics."""
+        per_stream: Counter[str] = Counter()
+        for message in messages:
+            config = resolve(message)
+            if config is not None:
+                per_stream[config.stream_id] += 1
+        for stream_id, count in per_stream.items():
+            try:
+                self._store.add_stats(stream_id, self._clock(), {"duplicates": count}, None)
+            except Exception:
+                logger.exception("could not update stream metrics", extra={"stream_id": stream_id})
+
     def _count(self, group: _Group, part: Part, elapsed_ms: float, now: float) -> None:
         """The stream's per-minute metrics and the dashboard's counters; never fails the batch."""
         config = group.config
@@ -295,6 +312,7 @@ class StreamProcessor:
             "processing_ms": round(elapsed_ms, 3),
             "records": part.record_count,
             "rejects": part.reject_count,
+            "duplicates": group.duplicates,
         }
         try:
             self._store.add_stats(config.stream_id, now, counts, newest)

@@ -60,9 +60,6 @@ RETENTION_SECONDS = {
     StreamType.KINESIS: 24 * 3600,
     StreamType.CUSTOM: 24 * 3600,
 }
-NOT_YET = {
-    StreamType.WEBSOCKET: "WebSocket feed consumers",
-}
 
 
 class SourceMappings(Protocol):
@@ -131,12 +128,6 @@ class StreamService:
 
     def create(self, organization_id: str, request: StreamCreateRequest) -> StreamCreated:
         check_organization(organization_id, request.organization_id)
-        if request.stream_type in NOT_YET:
-            raise ValidationFailedError(
-                f"{NOT_YET[request.stream_type]} are not available in this version; "
-                "use kafka, kinesis or custom (POST /ingest/{stream_id})",
-                {"fields": [{"field": "stream_type", "message": "not available yet"}]},
-            )
         _check_addresses(request)
         config = StreamConfiguration(
             **request.model_dump(exclude={"organization_id", "credentials"}), organization_id=organization_id
@@ -316,7 +307,7 @@ class StreamService:
         minutes = self._store.stats(stream_id, now - METRICS_WINDOW_SECONDS)
         total = {
             name: sum(m.get(name, 0.0) for m in minutes)
-            for name in ("messages", "errors", "processing_ms", "records", "rejects")
+            for name in ("messages", "errors", "processing_ms", "records", "rejects", "sequence_gaps", "duplicates")
         }
         messages = int(total["messages"])
         span = float(METRICS_WINDOW_SECONDS)
@@ -338,7 +329,8 @@ class StreamService:
             quarantined=len(self._store.quarantined(stream_id)),
             records_written=int(total["records"]),
             records_rejected=int(total["rejects"]),
-            duplicates_skipped=0,
+            duplicates_skipped=int(total["duplicates"]),
+            sequence_gaps=int(total["sequence_gaps"]),
             lag_messages=_latest_gauge(minutes, "lag_messages"),
             lag_seconds=None if lag_seconds is None else round(lag_seconds, 3),
             buffer_utilization=None if lag_seconds is None or not retention else round(lag_seconds / retention, 6),
