@@ -4,7 +4,9 @@
    at most 300 ms, and neither pydantic nor a provider SDK nor the Tracer on its path).
 2. Verify + parse + dedupe key, in process, per provider (bar: Stripe at least 20,000 events/s).
 3. End to end through the local cloud: signed Stripe events from concurrent clients over HTTP →
-   accepted/s, latency p50/p99, and the time until every event is in the data lake.
+   accepted/s, latency p50/p99, and the time until every event is in the data lake. Twice: with
+   the per-organisation limit raised past the load (what the local cloud itself accepts), and at
+   the deployed default (`--default-limit`), which shows the limit refusing the excess with 429.
 
     .venv/bin/python -m benchmarks.webhooks [--runs 5] [--events 5000] [--clients 16] [--skip-e2e]
 """
@@ -165,15 +167,16 @@ def throughput(deliveries: int) -> dict[str, Any]:
     return results
 
 
-def end_to_end(count: int, clients: int) -> dict[str, Any]:
+def end_to_end(count: int, clients: int, rate_limit: int) -> dict[str, Any]:
     import requests
 
     from churnguard.admin import create_api_key
     from local.cloud import LocalCloud
 
-    quiet = {"LogLevel": "WARNING"}  # keep per-delivery logs out of the results
+    # Quiet: per-delivery logs stay out of the results.
+    overrides = {"LogLevel": "WARNING", "WebhookRateLimitPerMinute": str(rate_limit)}
     with LocalCloud(
-        REPO / "template.yaml", ports={"ManagementApi": 0, "WebhookApi": 0}, moto_port=0, parameter_overrides=quiet
+        REPO / "template.yaml", ports={"ManagementApi": 0, "WebhookApi": 0}, moto_port=0, parameter_overrides=overrides
     ) as cloud:
         organization_id = f"org_bench_{uuid.uuid4().hex[:6]}"
         key = create_api_key(
@@ -224,6 +227,8 @@ def end_to_end(count: int, clients: int) -> dict[str, Any]:
     return {
         "events": count,
         "clients": clients,
+        "rate_limit_per_minute": rate_limit,
+        "refused_429": sum(1 for status, _ in outcomes if status == 429),
         "accepted": accepted,
         "accepted_per_s": round(accepted / sent, 1),
         "latency_p50_ms": round(latencies[len(latencies) // 2] * 1000, 1),
@@ -240,13 +245,15 @@ def main() -> int:
     parser.add_argument("--events", type=int, default=5_000)
     parser.add_argument("--clients", type=int, default=16)
     parser.add_argument("--skip-e2e", action="store_true")
+    parser.add_argument("--default-limit", type=int, default=1000, help="the template's WebhookRateLimitPerMinute")
     args = parser.parse_args()
     results: dict[str, Any] = {
         "cold_import": cold_imports(args.runs),
         "in_process": throughput(args.deliveries),
     }
     if not args.skip_e2e:
-        results["end_to_end"] = end_to_end(args.events, args.clients)
+        results["end_to_end"] = end_to_end(args.events, args.clients, rate_limit=100_000)
+        results["end_to_end_at_default_limit"] = end_to_end(args.events, args.clients, rate_limit=args.default_limit)
     print(json.dumps(results, indent=2))
     ok = (
         results["cold_import"]["WebhookReceiverFunction"]["within_bar"]

@@ -132,3 +132,25 @@ def test_a_part_key_survives_its_round_trip_through_the_checkpoint() -> None:
     key = PartKey("org", "custom", "event", "2026-12-07", "stm_x_1", 0)
     assert _key_of(_key_text(key)) == key
     assert Part(key, b"", 0, b"", 0).key.path() == key.path()
+
+
+def test_rows_of_an_own_entity_land_as_they_came_with_their_id_and_time(
+    setup: tuple[CrashingStore, StreamProcessor, StreamConfiguration], lake: Any
+) -> None:
+    _, processor, event_config = setup
+    config = event_config.model_copy(update={"entity": "usage", "event_time_field": "at", "version": 2})
+    pretty = json.dumps({"id": "p1", "at": "2026-12-07T10:00:00Z", "n": 1}, indent=2).encode()
+    batch = [
+        StreamMessage("shard-0", "1", b'{"id":"a1","at":"2026-12-07T09:30:00.5Z","n":{"deep":[1,2]}}', 1_796_000_000.0),
+        StreamMessage("shard-0", "2", pretty, 1_796_000_000.0),
+        StreamMessage("shard-0", "3", b'[{"id":"b1"},{"id":"b2","at":1796000000}]', 1_796_000_000.0),
+    ]
+    processor.process_partition("ingest", "shard-0", batch, lambda _m: config)
+    lines = {line["record_id"]: line for line in _lake(lake)}
+    assert set(lines) == {"a1", "p1", "b1", "b2"}
+    assert lines["a1"]["data"] == {"id": "a1", "at": "2026-12-07T09:30:00.5Z", "n": {"deep": [1, 2]}}
+    assert lines["a1"]["event_time"] == "2026-12-07T09:30:00.500000+00:00"
+    assert lines["p1"]["data"]["n"] == 1 and lines["p1"]["cursor"] == "2"
+    assert lines["b1"]["event_time"] == lines["b2"]["event_time"] == "2026-11-30T00:53:20+00:00"
+    assert all(line["entity"] == "usage" and line["schema_version"] for line in lines.values())
+    assert len({line["dedupe_key"] for line in lines.values()}) == 4

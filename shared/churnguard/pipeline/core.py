@@ -31,8 +31,9 @@ from churnguard.pipeline.validation import MAX_RECORD_BYTES, compile_check, sche
 Row = Mapping[str, Any]
 
 # A source that encodes rows itself (Stream.encodable) hands over, as UTF-8 JSON bytes, each row's
-# record id (a JSON string) under the key column, its cursor (or None) under the cursor column,
-# and under this key the whole row, each exactly as the Python path would encode it.
+# record id (a JSON string) under the key column, its cursor (or None) under the cursor column, its
+# event time (a JSON string, where the stream has one) under that column, and under this key the
+# whole row, each exactly as the Python path would encode it.
 ENCODED_DATA = "\x00data"
 
 
@@ -119,8 +120,6 @@ class StreamPipeline:
         mapped onto an entity: its filters name its columns)."""
         if encoded and (mapper is not None or row_filter is not None or check is not None or canonicalize):
             raise ValueError("rows the source encoded can be neither mapped, filtered nor checked per row")
-        if encoded and context.event_time_field is not None:
-            raise ValueError("rows the source encoded carry no event time")
         self.context = context
         self.encoded = encoded
         self._mapper = mapper
@@ -257,6 +256,7 @@ class StreamPipeline:
         byte for byte what `_process_rows` writes for the same row, without decoding anything."""
         head = self._prefixes[operation] + b'"dedupe_key":"'
         key_field, cursor_field = self._single_key, self.context.cursor_field
+        time_field = self.context.event_time_field
         if key_field is None:
             raise ValueError("encoded rows come from streams with a single-column key")
         dedupe, max_bytes = self._dedupe, self._max_bytes
@@ -269,6 +269,9 @@ class StreamPipeline:
                 continue
             cursor = row[cursor_field] if cursor_field is not None else None
             ident = join((b'{"record_id":', record_id, b',"cursor":', b"null" if cursor is None else cursor))
+            if time_field is not None:
+                event_time = row[time_field]
+                ident = join((ident, b',"event_time":', b"null" if event_time is None else event_time))
             data = row[ENCODED_DATA]
             if cursor is None:  # the version is the content, encoded as the Python path encodes it
                 version = orjson.dumps(loads_exact(ident + b',"data":' + data + b"}"), option=DUMPS_OPTIONS)

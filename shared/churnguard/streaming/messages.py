@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import csv
 import io
+import re
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from datetime import UTC, datetime
@@ -19,10 +20,12 @@ from typing import Any
 import orjson
 
 from churnguard.canonical.entities import ENTITIES, mapped_onto
+from churnguard.pipeline.core import ENCODED_DATA
 from churnguard.pipeline.mapping import FieldMapper, RowFilter, value_getter
 from churnguard.stream_models import DataFormat, StreamConfiguration
 
 MAX_ROWS_PER_MESSAGE = 10_000
+UTC_TEXT = re.compile(r"^\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d(\.\d{1,6})?Z$")
 
 
 class UndecodableMessage(ValueError):
@@ -72,6 +75,8 @@ def decode_rows(payload: bytes, data_format: DataFormat) -> list[dict[str, Any]]
 
 def parse_event_time(value: Any) -> datetime | None:
     """ISO-8601 text, or epoch seconds or milliseconds; None when absent or unreadable."""
+    if isinstance(value, str) and UTC_TEXT.match(value):  # the common shape, without the general parser
+        return datetime.fromisoformat(value[:-1]).replace(tzinfo=UTC)
     if value is None or isinstance(value, bool):
         return None
     if isinstance(value, int | float):
@@ -87,42 +92,83 @@ def parse_event_time(value: Any) -> datetime | None:
 
 
 class RecordBuilder:
-    """One stream's rows → envelopes the pipeline encodes: the canonical entity's data (validated
-    as that entity), the record id and the event time. Built once per stream configuration."""
+    """One stream's messages → the rows its pipeline takes. Built once per configuration.
+
+    A canonical entity becomes an envelope per row (record id, position, event time and the
+    entity's data, validated as that entity). Any other entity keeps its rows as they are (or as
+    `field_mappings` rename them), already encoded, so the pipeline assembles each record from
+    JSON pieces: a message that is one JSON object is passed through without being encoded again.
+    """
 
     def __init__(self, config: StreamConfiguration) -> None:
         self.config = config
         self.provider = config.stream_type.value
-        self._canonical = config.entity in ENTITIES
+        self.canonical = config.entity in ENTITIES
         self._mapper = FieldMapper(config.field_mappings) if config.field_mappings else None
         self._filter = RowFilter(config.filters) if config.filters else None
         self._record_id = value_getter(config.record_id_field) if config.record_id_field else None
         self._event_time = value_getter(config.event_time_field) if config.event_time_field else None
         self._event_type: Callable[[Mapping[str, Any]], Any] = lambda row: row.get("event_type", row.get("type"))
+        self._pass_through = (
+            not self.canonical and config.data_format is DataFormat.JSON and not self._mapper and not self._filter
+        )
 
-    def keeps(self, row: Mapping[str, Any]) -> bool:
-        return self._filter is None or self._filter(row)
+    def rows(self, message: StreamMessage, identity: str) -> list[dict[str, Any]]:
+        """Raises UndecodableMessage, or ValueError when a row does not fit the entity."""
+        if self._pass_through:
+            try:
+                value = orjson.loads(message.payload)
+            except orjson.JSONDecodeError as exc:
+                raise UndecodableMessage(f"not json: {exc}") from None
+            if isinstance(value, dict):
+                # JSON lines cannot hold a raw newline: a pretty-printed object is encoded again.
+                data = message.payload if b"\n" not in message.payload else orjson.dumps(value)
+                return [self._encoded(value, data, identity, message)]
+        decoded = decode_rows(message.payload, self.config.data_format)
+        several = len(decoded) > 1
+        kept = [
+            (row, f"{identity}#{index}" if several else identity)
+            for index, row in enumerate(decoded)
+            if self._filter is None or self._filter(row)
+        ]
+        if self.canonical:
+            return [self.envelope(row, fallback, message) for row, fallback in kept]
+        return [
+            self._encoded(row, orjson.dumps(self._mapper(row) if self._mapper is not None else row), fallback, message)
+            for row, fallback in kept
+        ]
+
+    def _record_id_of(self, row: Mapping[str, Any], fallback: str) -> str:
+        if self._record_id is None:
+            return fallback
+        found = self._record_id(row)
+        if found is None or isinstance(found, dict | list):
+            raise ValueError(f"record_id_field {self.config.record_id_field!r} is missing or not a value")
+        return str(found)
+
+    def _occurred(self, row: Mapping[str, Any], message: StreamMessage) -> datetime:
+        occurred = parse_event_time(self._event_time(row)) if self._event_time is not None else None
+        return occurred if occurred is not None else datetime.fromtimestamp(message.arrived_at, UTC)
+
+    def _encoded(self, row: Mapping[str, Any], data: bytes, fallback: str, message: StreamMessage) -> dict[str, Any]:
+        return {
+            "id": orjson.dumps(self._record_id_of(row, fallback)),
+            "position": orjson.dumps(message.position),
+            "event_time": orjson.dumps(self._occurred(row, message)),
+            ENCODED_DATA: data,
+        }
 
     def envelope(self, row: dict[str, Any], fallback_id: str, message: StreamMessage) -> dict[str, Any]:
-        """Raises ValueError (pydantic's ValidationError is one) when the row does not fit."""
-        record_id = fallback_id
-        if self._record_id is not None:
-            found = self._record_id(row)
-            if found is None or isinstance(found, dict | list):
-                raise ValueError(f"record_id_field {self.config.record_id_field!r} is missing or not a value")
-            record_id = str(found)
-        occurred = parse_event_time(self._event_time(row)) if self._event_time is not None else None
-        if occurred is None:
-            occurred = datetime.fromtimestamp(message.arrived_at, UTC)
+        """A canonical entity's row; raises ValueError (pydantic's ValidationError is one) when the
+        row does not fit it."""
+        record_id = self._record_id_of(row, fallback_id)
+        occurred = self._occurred(row, message)
         fields = self._mapper(row) if self._mapper is not None else None
-        if self._canonical:
-            if fields is None and self.config.entity == "event":
-                fields = {"event_type": _text(self._event_type(row)), "occurred_at": occurred, "payload": row}
-            data = mapped_onto(self.config.entity, self.provider, record_id, fields if fields is not None else row)
-            if self.config.include_raw:
-                data["raw"] = row
-        else:
-            data = {**(fields if fields is not None else row), "id": record_id}
+        if fields is None and self.config.entity == "event":
+            fields = {"event_type": _text(self._event_type(row)), "occurred_at": occurred, "payload": row}
+        data = mapped_onto(self.config.entity, self.provider, record_id, fields if fields is not None else row)
+        if self.config.include_raw:
+            data["raw"] = row
         return {"id": record_id, "position": message.position, "event_time": occurred.isoformat(), "data": data}
 
 

@@ -24,13 +24,16 @@ from __future__ import annotations
 import json
 import logging
 import time
+from bisect import bisect_right
 from collections import Counter
 from collections.abc import Callable, Iterable, Sequence
 from dataclasses import asdict, dataclass, field
 from datetime import UTC, datetime
 from hashlib import blake2b
+from itertools import pairwise
 from typing import Any
 
+from churnguard.canonical.entities import ENTITIES as CANONICAL_ENTITIES
 from churnguard.errors import NotFoundError
 from churnguard.pipeline.core import Batch, StreamContext, StreamPipeline
 from churnguard.pipeline.sinks import Part, PartKey, Sink
@@ -42,7 +45,6 @@ from churnguard.streaming.messages import (
     StreamMessage,
     UndecodableMessage,
     content_identity,
-    decode_rows,
     position_order,
 )
 
@@ -137,10 +139,15 @@ class StreamProcessor:
         nothing moved, so the source delivers it again."""
         started = time.perf_counter()
         outcome = Outcome(messages=len(messages))
-        ordered = sorted(messages, key=lambda m: position_order(m.position))
+        places = [position_order(m.position) for m in messages]
+        if all(a < b for a, b in pairwise(places)):  # as sources deliver
+            ordered = list(messages)
+        else:
+            pairs = sorted(zip(places, messages, strict=True), key=lambda pair: pair[0])
+            places, ordered = [place for place, _ in pairs], [message for _, message in pairs]
         seen = self._store.checkpoint(scope, partition)
-        done = position_order(seen.position) if seen.position is not None else None
-        fresh = [m for m in ordered if done is None or position_order(m.position) > done]
+        start = bisect_right(places, position_order(seen.position)) if seen.position is not None else 0
+        fresh = ordered[start:]
         outcome.duplicates += len(ordered) - len(fresh)
         if len(fresh) < len(ordered):
             self._count_redelivered(ordered[: len(ordered) - len(fresh)], resolve)
@@ -235,24 +242,16 @@ class StreamProcessor:
 
     def _build(self, group: _Group) -> None:
         builder = self._builder(group.config)
-        config = group.config
         for message in group.messages:
             try:
-                rows = decode_rows(message.payload, config.data_format)
-                identity = message.identity or f"{message.partition}:{message.position}"
-                several = len(rows) > 1
-                envelopes = [
-                    builder.envelope(row, f"{identity}#{index}" if several else identity, message)
-                    for index, row in enumerate(rows)
-                    if builder.keeps(row)
-                ]
+                rows = builder.rows(message, message.identity or f"{message.partition}:{message.position}")
             except UndecodableMessage as exc:
                 group.failed.append((message, str(exc)))
                 continue
             except ValueError as exc:
-                group.failed.append((message, f"does not fit entity {config.entity!r}: {_short(exc)}"))
+                group.failed.append((message, f"does not fit entity {group.config.entity!r}: {_short(exc)}"))
                 continue
-            group.envelopes.extend(envelopes)
+            group.envelopes.extend(rows)
 
     def _builder(self, config: StreamConfiguration) -> RecordBuilder:
         key = (config.stream_id, config.version)
@@ -366,7 +365,9 @@ class StreamProcessor:
 
 
 def pipeline(config: StreamConfiguration, batch_id: str) -> StreamPipeline:
-    """The record pipeline for a stream's envelopes (RecordBuilder made each entity's data)."""
+    """The record pipeline of a stream's rows (RecordBuilder.rows): canonical envelopes, or rows
+    already encoded."""
+    canonical = config.entity in CANONICAL_ENTITIES
     return StreamPipeline(
         StreamContext(
             organization_id=config.organization_id,
@@ -379,7 +380,8 @@ def pipeline(config: StreamConfiguration, batch_id: str) -> StreamPipeline:
             cursor_field="position",
             event_time_field="event_time",
         ),
-        canonicalize=_envelope_data,
+        canonicalize=_envelope_data if canonical else None,
+        encoded=not canonical,
     )
 
 
