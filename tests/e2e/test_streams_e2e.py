@@ -480,6 +480,10 @@ def test_a_websocket_feed_lands_once_across_drops_and_replays_and_reports_its_ga
         assert feed.connections >= 4 and feed.resumes, "the feed dropped the consumer, which resumed"
         metrics = tenant.request("GET", f"/api/streaming/streams/{stream_id}/metrics").json()
         assert metrics["sequence_gaps"] == 1, "the event the feed never sent is reported, not skipped silently"
+        cloud.invoke("AlertsFunction", {})
+        alerts = tenant.request("GET", "/api/dashboard/alerts").json()["items"]
+        assert [(a["rule"], a["subject"]) for a in alerts] == [("stream_problems", stream_id)]
+        assert "1 sequence number(s) missing from the feed" in alerts[0]["message"]
         assert tenant.request("DELETE", f"/api/streaming/streams/{stream_id}").status_code == 204
     finally:
         feed.close()

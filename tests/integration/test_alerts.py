@@ -330,6 +330,24 @@ def test_signature_failures_spiking_on_an_endpoint_alert_and_resolve_an_hour_lat
     assert [m["transition"] for m in received()] == ["opened", "resolved"]
 
 
+def test_a_stream_that_quarantines_or_misses_sequence_numbers_alerts_and_resolves_an_hour_later(
+    aws: dict[str, Any], api: Any, harness: Any, sns_messages: Any
+) -> None:
+    topic, received = sns_messages
+    clock = Clock()
+    evaluator = _evaluator(aws, harness, clock, topic)
+    activity = ActivityStore(aws["dynamodb"], aws["table"], clock=clock)
+    activity.add(activity.hour_update(ORG, {"st#str_0123456789abcdef#quarantined": 2}))
+    activity.add(activity.hour_update(ORG, {"st#str_0123456789abcdef#gaps": 1}))
+    assert evaluator.evaluate(ORG) == (1, 0)
+    (alert,) = api.call("GET", "/api/dashboard/alerts", org=ORG).body["items"]
+    assert alert["rule"] == "stream_problems" and alert["subject"] == "str_0123456789abcdef"
+    assert "2 message(s) set aside in quarantine and 1 sequence number(s) missing" in alert["message"]
+    clock.now += 2 * 3600
+    assert evaluator.evaluate(ORG) == (0, 1)
+    assert [m["transition"] for m in received()] == ["opened", "resolved"]
+
+
 def test_every_integration_rule_names_its_condition() -> None:
     """The rules against summaries built the way the dashboard builds them."""
     from churnguard.dashboard.alerts import AlertSettings, ChatWebhookSummary, conditions

@@ -32,7 +32,9 @@ from churnguard.store.organizations import OrganizationStore
 
 logger = logging.getLogger(__name__)
 
-Rule = Literal["sync_failed", "stale", "auth_failed", "dead_letters", "quota", "data_loss", "signature_failures"]
+Rule = Literal[
+    "sync_failed", "stale", "auth_failed", "dead_letters", "quota", "data_loss", "signature_failures", "stream_problems"
+]
 RULES: tuple[Rule, ...] = (
     "sync_failed",
     "stale",
@@ -41,6 +43,7 @@ RULES: tuple[Rule, ...] = (
     "quota",
     "data_loss",
     "signature_failures",
+    "stream_problems",
 )
 AlertState = Literal["open", "acknowledged", "resolved"]
 Severity = Literal["warning", "critical"]
@@ -250,6 +253,24 @@ def conditions(
                 None,
                 "warning",
                 f"{refused} {provider} webhook deliveries failed signature verification in the last hour",
+            )
+    names = {item.integration_id: item.integration_name for item in summaries}
+    streams = {name.split("#")[1] for counts in hours.values() for name in counts if name.startswith("st#")}
+    for stream_id in sorted(streams):
+        quarantined = total(hours, f"st#{stream_id}#quarantined", since)
+        gaps = total(hours, f"st#{stream_id}#gaps", since)
+        problems = [
+            f"{quarantined} message(s) set aside in quarantine" if quarantined else "",
+            f"{gaps} sequence number(s) missing from the feed" if gaps else "",
+        ]
+        if quarantined or gaps:
+            what = " and ".join(problem for problem in problems if problem)
+            add(
+                "stream_problems",
+                stream_id,
+                stream_id,
+                "warning",
+                f"{names.get(stream_id, stream_id)}: {what} in the last hour",
             )
     return found
 

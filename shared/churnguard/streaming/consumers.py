@@ -33,6 +33,7 @@ from churnguard.errors import NotFoundError
 from churnguard.models import IntegrationCredentials
 from churnguard.netguard import allowed_addresses
 from churnguard.pipeline.mapping import value_getter
+from churnguard.store.activity import ActivityStore
 from churnguard.store.integrations import IntegrationStore
 from churnguard.store.streams import QuarantineItem, StreamStore
 from churnguard.stream_models import StreamConfiguration, StreamStatus, StreamType
@@ -59,6 +60,13 @@ class Consumer(Protocol):
     def turn(self, budget_seconds: float, still_wanted: Callable[[], bool]) -> TurnResult: ...
 
 
+ProblemReport = Callable[[StreamConfiguration, str, int], None]
+
+
+def _unreported(config: StreamConfiguration, problem: str, count: int) -> None:
+    return None
+
+
 def redis_identity(key: str, entry_id: str) -> str:
     return "r" + blake2b(f"{key}\x1f{entry_id}".encode(), digest_size=16).hexdigest()
 
@@ -80,8 +88,10 @@ class RedisStreamConsumer:
         writer: IngestWriter,
         store: StreamStore,
         clock: Callable[[], float] = time.time,
+        report: ProblemReport | None = None,
     ) -> None:
         self._config = config
+        self._report = report or _unreported
         self._redis = client
         self._writer = writer
         self._store = store
@@ -188,6 +198,7 @@ class RedisStreamConsumer:
             raise ForwardingFailed(f"{len(failures)} entries were not taken by the ingest stream: {failures[0]}")
         if set_aside:
             self._store.quarantine(set_aside)
+            self._report(self._config, "quarantined", len(set_aside))
         self._redis.xack(key, self._group, *ids)
         result.forwarded += len(forward)
         result.quarantined += len(set_aside)
@@ -230,8 +241,10 @@ class WebSocketConsumer:
         store: StreamStore,
         clock: Callable[[], float] = time.time,
         sleep: Callable[[float], None] = time.sleep,
+        report: ProblemReport | None = None,
     ) -> None:
         self._config = config
+        self._report = report or _unreported
         self._credentials = credentials
         self._writer = writer
         self._store = store
@@ -353,8 +366,9 @@ class WebSocketConsumer:
                         "sequence gap in the feed",
                         extra={"stream_id": self._config.stream_id, "after": newest, "next": sequence},
                     )
-                    # Recorded at once, where the metrics and the dashboard's alert read it.
+                    # Recorded at once, where the metrics and the dashboard's alert read them.
                     self._store.add_stats(self._config.stream_id, self._clock(), {"sequence_gaps": missing}, None)
+                    self._report(self._config, "gaps", missing)
                 newest = sequence
         event_id = self._event_id(body) if isinstance(body, dict) and self._event_id is not None else None
         from churnguard.streaming.processor import ingest_identity
@@ -495,7 +509,9 @@ class ConsumerTurns:
         writer: IngestWriter,
         workflow: ConsumerWorkflow,
         clock: Callable[[], float] = time.time,
+        activity: ActivityStore | None = None,
     ) -> None:
+        self._activity = activity
         self._store = store
         self._integrations = integrations
         self._cipher = cipher
@@ -531,6 +547,12 @@ class ConsumerTurns:
         )
         return TurnOutcome(True, iteration + 1, result.forwarded, result.quarantined)
 
+    def _problem(self, config: StreamConfiguration, problem: str, count: int) -> None:
+        """Counts a quarantine or a gap where the dashboard's stream_problems alert reads it."""
+        if self._activity is not None:
+            update = self._activity.hour_update(config.organization_id, {f"st#{config.stream_id}#{problem}": count})
+            self._activity.add(update)
+
     def _wanted(self, organization_id: str, stream_id: str, execution: str) -> bool:
         try:
             config = self._store.get(organization_id, stream_id)
@@ -545,11 +567,11 @@ class ConsumerTurns:
 
     def _consumer(self, config: StreamConfiguration) -> Consumer:
         if config.stream_type is StreamType.REDIS_STREAMS:
-            return RedisStreamConsumer(
-                config, redis_client(config, self._credentials(config)), self._writer, self._store, self._clock
-            )
+            client = redis_client(config, self._credentials(config))
+            return RedisStreamConsumer(config, client, self._writer, self._store, self._clock, self._problem)
         if config.stream_type is StreamType.WEBSOCKET:
-            return WebSocketConsumer(config, self._credentials(config), self._writer, self._store, self._clock)
+            credentials = self._credentials(config)
+            return WebSocketConsumer(config, credentials, self._writer, self._store, self._clock, report=self._problem)
         raise ValueError(f"no continuous consumer for {config.stream_type.value} streams")
 
     def _credentials(self, config: StreamConfiguration) -> IntegrationCredentials | None:

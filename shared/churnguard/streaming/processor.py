@@ -323,6 +323,8 @@ class StreamProcessor:
                 "records_rejected": part.reject_count,
                 "stream_messages": len(group.messages),
             }
+            if group.failed:  # what the dashboard's stream_problems alert reads
+                tally[f"st#{config.stream_id}#quarantined"] = len(group.failed)
             self._activity.add(self._activity.hour_update(config.organization_id, tally, now))
             self._activity.add(self._activity.day_update(config.organization_id, config.stream_id, tally, now))
 

@@ -31,6 +31,7 @@ def stream_ingest() -> StreamIngest:
 
 def consumer_turns() -> ConsumerTurns:
     from churnguard.crypto import CredentialCipher
+    from churnguard.store.activity import ActivityStore
     from churnguard.store.integrations import IntegrationStore
     from churnguard.store.streams import StreamStore
     from churnguard.streaming.consumers import ConsumerTurns, ConsumerWorkflow
@@ -43,4 +44,5 @@ def consumer_turns() -> ConsumerTurns:
         CredentialCipher(aws.client("kms"), kms_key_id()),
         IngestWriter(aws.client("kinesis"), env_str("INGEST_STREAM_NAME")),
         ConsumerWorkflow(aws.client("stepfunctions"), env_str("STREAM_CONSUMER_STATE_MACHINE_ARN")),
+        activity=ActivityStore(dynamodb, table_name()),
     )
