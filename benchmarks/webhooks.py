@@ -170,9 +170,13 @@ def throughput(deliveries: int) -> dict[str, Any]:
 def end_to_end(count: int, clients: int, rate_limit: int) -> dict[str, Any]:
     import requests
 
+    from churnguard import aws
     from churnguard.admin import create_api_key
     from local.cloud import LocalCloud
 
+    # Functions share this process's AWS clients (one per service): a second cloud has another
+    # moto endpoint, so the clients the first one's functions made are dropped.
+    aws.client.cache_clear()
     # Quiet: per-delivery logs stay out of the results.
     overrides = {"LogLevel": "WARNING", "WebhookRateLimitPerMinute": str(rate_limit)}
     with LocalCloud(

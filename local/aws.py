@@ -82,6 +82,23 @@ def _untracked_new(cls: type, *args: Any, **kwargs: Any) -> Any:
     return super(BaseModel, cls).__new__(cls)
 
 
+def _one_request_at_a_time(app: Any) -> Any:
+    """moto's backends are not thread-safe (a DynamoDB query iterates a table's items while
+    another request adds one: "dictionary changed size during iteration"), and the local cloud's
+    functions call it from many threads at once. Requests are served one at a time, except Lambda
+    invocations, whose handlers call moto themselves."""
+    lock = threading.Lock()
+
+    def serve(environ: dict[str, Any], start_response: Any) -> Any:
+        path = str(environ.get("PATH_INFO", ""))
+        if path.startswith("/2015-03-31/functions/") and path.endswith("/invocations"):
+            return app(environ, start_response)
+        with lock:
+            return list(app(environ, start_response))
+
+    return serve
+
+
 class MotoServer(ThreadedMotoServer):
     """moto's threaded server, bound synchronously so port conflicts raise `PortInUseError`."""
 
@@ -95,7 +112,7 @@ class MotoServer(ThreadedMotoServer):
             self._server = make_server(
                 self._ip_address,
                 self._port,
-                DomainDispatcherApplication(create_backend_app),
+                _one_request_at_a_time(DomainDispatcherApplication(create_backend_app)),
                 threaded=True,
                 request_handler=_QuietHandler,
                 fd=listener.fileno(),
