@@ -8,7 +8,7 @@ from typing import Any
 
 from churnguard.errors import ConflictError, NotFoundError
 from churnguard.models import IntegrationConfiguration, IntegrationStatus, IntegrationType, ProviderName
-from churnguard.store import pagetokens
+from churnguard.store import pagetokens, transact
 from churnguard.store.keys import (
     INTEGRATION_PREFIX,
     credentials_key,
@@ -209,14 +209,7 @@ class IntegrationStore:
         names: dict[str, str] | None = None,
         values: dict[str, Any] | None = None,
     ) -> dict[str, Any]:
-        put: dict[str, Any] = {"TableName": self._table, "Item": item}
-        if condition:
-            put["ConditionExpression"] = condition
-        if names:
-            put["ExpressionAttributeNames"] = names
-        if values:
-            put["ExpressionAttributeValues"] = values
-        return {"Put": put}
+        return transact.put(self._table, item, condition, names, values)
 
     @staticmethod
     def _integration_item(config: IntegrationConfiguration) -> dict[str, Any]:

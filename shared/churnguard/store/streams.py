@@ -17,6 +17,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from churnguard.errors import ConflictError, NotFoundError
+from churnguard.store import transact
 from churnguard.store.keys import SINGLETON_SK, key, org_pk
 from churnguard.store.paging import every_item
 from churnguard.stream_models import StreamConfiguration
@@ -384,11 +385,4 @@ class StreamStore:
         names: dict[str, str] | None = None,
         values: dict[str, Any] | None = None,
     ) -> dict[str, Any]:
-        put: dict[str, Any] = {"TableName": self._table, "Item": item}
-        if condition:
-            put["ConditionExpression"] = condition
-        if names:
-            put["ExpressionAttributeNames"] = names
-        if values:
-            put["ExpressionAttributeValues"] = values
-        return {"Put": put}
+        return transact.put(self._table, item, condition, names, values)

@@ -261,24 +261,8 @@ class StreamProcessor:
         return builder
 
     def _part(self, scope: str, partition: str, group: _Group, first: StreamMessage) -> Part:
-        config = group.config
-        batch_id = f"stm_{_hash(scope, partition, config.stream_id)}_{first.position}"
-        batch = Batch()
-        pipeline(config, batch_id).process(group.envelopes, batch)
-        return Part(
-            key=PartKey(
-                organization_id=config.organization_id,
-                provider=config.stream_type.value,
-                entity=config.entity,
-                day=_day(first.arrived_at),
-                batch_id=batch_id,
-                seq=0,
-            ),
-            records=batch.payload(),
-            record_count=batch.accepted,
-            rejects=batch.rejects_payload(),
-            reject_count=batch.rejected,
-        )
+        batch_id = f"stm_{_hash(scope, partition, group.config.stream_id)}_{first.position}"
+        return encoded_part(group.config, batch_id, first.arrived_at, group.envelopes)
 
     def _discard(self, stored: Iterable[str], keep: list[PartKey]) -> None:
         for text in stored:
@@ -344,26 +328,31 @@ class StreamProcessor:
                 errors.append(f"{item.partition}#{item.position}: {group.failed[0][1]}")
                 continue
             batch_id = f"stq_{_hash(config.stream_id, item.partition, item.position)}"
-            batch = Batch()
-            pipeline(config, batch_id).process(group.envelopes, batch)
-            part = Part(
-                key=PartKey(
-                    organization_id=config.organization_id,
-                    provider=config.stream_type.value,
-                    entity=config.entity,
-                    day=_day(item.arrived_at),
-                    batch_id=batch_id,
-                    seq=0,
-                ),
-                records=batch.payload(),
-                record_count=batch.accepted,
-                rejects=batch.rejects_payload(),
-                reject_count=batch.rejected,
-            )
+            part = encoded_part(config, batch_id, item.arrived_at, group.envelopes)
             for sink in self._sinks:
                 sink.write(part)
             landed.append(item)
         return landed, errors
+
+
+def encoded_part(config: StreamConfiguration, batch_id: str, arrived_at: float, rows: list[dict[str, Any]]) -> Part:
+    """`rows` through the stream's pipeline, as the part named `batch_id` on the day of `arrived_at`."""
+    batch = Batch()
+    pipeline(config, batch_id).process(rows, batch)
+    return Part(
+        key=PartKey(
+            organization_id=config.organization_id,
+            provider=config.stream_type.value,
+            entity=config.entity,
+            day=_day(arrived_at),
+            batch_id=batch_id,
+            seq=0,
+        ),
+        records=batch.payload(),
+        record_count=batch.accepted,
+        rejects=batch.rejects_payload(),
+        reject_count=batch.rejected,
+    )
 
 
 def pipeline(config: StreamConfiguration, batch_id: str) -> StreamPipeline:
