@@ -42,11 +42,11 @@ class IntegrationStore:
     ) -> None:
         """`also`: transaction items written with it or not at all (a stream's own items)."""
         items = [
-            self._put(self._integration_item(config), "attribute_not_exists(pk)"),
-            self._put(self._name_item(config), "attribute_not_exists(pk)"),
+            transact.put(self._table, self._integration_item(config), "attribute_not_exists(pk)"),
+            transact.put(self._table, self._name_item(config), "attribute_not_exists(pk)"),
         ]
         if envelope is not None:
-            items.append(self._put(self._credentials_item(config, envelope), None))
+            items.append(transact.put(self._table, self._credentials_item(config, envelope), None))
         self._transact([*items, *(also or [])], name=config.integration_name, name_index=1)
 
     def get(self, organization_id: str, integration_id: str) -> IntegrationConfiguration:
@@ -118,7 +118,8 @@ class IntegrationStore:
     ) -> None:
         """Writes `after` only if nobody changed the integration since `before` was read."""
         items = [
-            self._put(
+            transact.put(
+                self._table,
                 self._integration_item(after),
                 "#version = :expected",
                 names={"#version": "version"},
@@ -137,9 +138,9 @@ class IntegrationStore:
                     }
                 }
             )
-            items.append(self._put(self._name_item(after), "attribute_not_exists(pk)"))
+            items.append(transact.put(self._table, self._name_item(after), "attribute_not_exists(pk)"))
         if envelope is not None:
-            items.append(self._put(self._credentials_item(after, envelope), None))
+            items.append(transact.put(self._table, self._credentials_item(after, envelope), None))
         self._transact(
             [*items, *(also or [])],
             name=after.integration_name,
@@ -201,15 +202,6 @@ class IntegrationStore:
                     {"reason": "concurrent_modification"},
                 ) from None
             raise
-
-    def _put(
-        self,
-        item: dict[str, Any],
-        condition: str | None,
-        names: dict[str, str] | None = None,
-        values: dict[str, Any] | None = None,
-    ) -> dict[str, Any]:
-        return transact.put(self._table, item, condition, names, values)
 
     @staticmethod
     def _integration_item(config: IntegrationConfiguration) -> dict[str, Any]:

@@ -95,16 +95,23 @@ class StreamStore:
     ) -> list[dict[str, Any]]:
         """The transaction items that create the stream beside its integration (a source already
         read by another stream fails the transaction)."""
-        items = [self._put(self._stream_item(config), "attribute_not_exists(pk)")]
+        items = [transact.put(self._table, self._stream_item(config), "attribute_not_exists(pk)")]
         if ingest_key_hash is not None:
-            items.append(self._put(self._lookup(ingest_key_key(ingest_key_hash), config), "attribute_not_exists(pk)"))
+            items.append(
+                transact.put(
+                    self._table, self._lookup(ingest_key_key(ingest_key_hash), config), "attribute_not_exists(pk)"
+                )
+            )
         for source in sources:
-            items.append(self._put(self._lookup(source_key(source), config), "attribute_not_exists(pk)"))
+            items.append(
+                transact.put(self._table, self._lookup(source_key(source), config), "attribute_not_exists(pk)")
+            )
         return items
 
     def items_for_update(self, before: StreamConfiguration, after: StreamConfiguration) -> list[dict[str, Any]]:
         return [
-            self._put(
+            transact.put(
+                self._table,
                 self._stream_item(after),
                 "#version = :expected",
                 {"#version": "version"},
@@ -182,8 +189,11 @@ class StreamStore:
         self._write_checkpoint(scope, partition, seen, attempt)
         return attempt
 
-    def advance(self, scope: str, partition: str, seen: Checkpoint, position: str) -> None:
-        self._write_checkpoint(scope, partition, seen, Checkpoint(position, None, None, (), seen.version + 1))
+    def advance(self, scope: str, partition: str, seen: Checkpoint, position: str) -> Checkpoint:
+        """Moves the checkpoint to `position`; the checkpoint as now stored."""
+        landed = Checkpoint(position, None, None, (), seen.version + 1)
+        self._write_checkpoint(scope, partition, seen, landed)
+        return landed
 
     def _write_checkpoint(self, scope: str, partition: str, seen: Checkpoint, new: Checkpoint) -> None:
         item: dict[str, Any] = {**position_key(scope, partition), "version": {"N": str(new.version)}}
@@ -377,12 +387,3 @@ class StreamStore:
             "organization_id": {"S": config.organization_id},
             "stream_id": {"S": config.stream_id},
         }
-
-    def _put(
-        self,
-        item: dict[str, Any],
-        condition: str | None,
-        names: dict[str, str] | None = None,
-        values: dict[str, Any] | None = None,
-    ) -> dict[str, Any]:
-        return transact.put(self._table, item, condition, names, values)

@@ -12,7 +12,6 @@ from __future__ import annotations
 
 import base64
 import hmac
-import json
 import logging
 import re
 import time
@@ -22,6 +21,7 @@ from typing import Any
 import orjson
 
 from churnguard.errors import NotFoundError
+from churnguard.inbound.answers import error, rate_window, response
 from churnguard.pipeline.mapping import value_getter
 from churnguard.store.streams import StreamStore, ingest_key_key
 from churnguard.store.webhooks import WebhookStore
@@ -32,7 +32,7 @@ from churnguard.stream_models import (
     StreamStatus,
     StreamType,
 )
-from churnguard.streaming.processor import ingest_identity
+from churnguard.streaming.messages import ingest_identity
 from churnguard.streaming.service import hash_ingest_key
 from churnguard.streaming.sources import IngestEvent, IngestWriter
 
@@ -41,18 +41,6 @@ logger = logging.getLogger(__name__)
 INGEST_KEY_SHAPE = re.compile(r"^cgi_[A-Za-z0-9_-]{43}$")
 STREAM_ID_SHAPE = re.compile(r"^str_[0-9a-f]{16}$")
 FAILED_KEYS_PER_SOURCE_PER_MINUTE = 60
-
-
-def _answer(status: int, body: Any, headers: Mapping[str, str] | None = None) -> dict[str, Any]:
-    return {
-        "statusCode": status,
-        "headers": {"Content-Type": "application/json", **(headers or {})},
-        "body": json.dumps(body),
-    }
-
-
-def _error(status: int, code: str, message: str, headers: Mapping[str, str] | None = None) -> dict[str, Any]:
-    return _answer(status, {"error": {"code": code, "message": message, "details": {}}}, headers)
 
 
 class StreamIngest:
@@ -73,25 +61,24 @@ class StreamIngest:
 
     def handle(self, event: Mapping[str, Any]) -> dict[str, Any]:
         now = self._clock()
-        window = int(now // 60)
-        expires = (window + 2) * 60
+        window, expires = rate_window(now)
         address = (event.get("requestContext") or {}).get("http", {}).get("sourceIp") or "unknown"
         source = f"ingest#source#{str(address)[:64]}"
         if self._limits.rate_spent(source, window, FAILED_KEYS_PER_SOURCE_PER_MINUTE):
-            return _error(429, "rate_limited", "too many refused requests from this address", {"Retry-After": "60"})
+            return error(429, "rate_limited", "too many refused requests from this address", {"Retry-After": "60"})
         stream_id = str((event.get("pathParameters") or {}).get("stream_id", ""))
         config = self._authenticated(event, stream_id)
         if config is None:
             self._limits.take_rate(source, window, FAILED_KEYS_PER_SOURCE_PER_MINUTE, expires)
-            return _error(401, "unauthorized", "a valid ingest key for this stream is required")
+            return error(401, "unauthorized", "a valid ingest key for this stream is required")
         if config.status is not StreamStatus.ACTIVE:
-            return _error(409, "stream_paused", "the stream is paused; resume it to ingest events")
+            return error(409, "stream_paused", "the stream is paused; resume it to ingest events")
         events = _events(event)
         if isinstance(events, dict):
             return events
         if not self._limits.take_rate(f"ingest#{stream_id}", window, self._requests_per_minute, expires):
             retry_after = str(max(1, expires - 60 - int(now)))
-            return _error(429, "rate_limited", "too many requests for this stream", {"Retry-After": retry_after})
+            return error(429, "rate_limited", "too many requests for this stream", {"Retry-After": retry_after})
         return self._buffer(config, events, now)
 
     def _authenticated(self, event: Mapping[str, Any], stream_id: str) -> StreamConfiguration | None:
@@ -130,29 +117,29 @@ class StreamIngest:
                 outcomes = self._writer.put([ingest for _, ingest in accepted])
             except Exception:
                 logger.exception("ingest stream refused the request", extra={"stream_id": config.stream_id})
-                return _error(
+                return error(
                     503, "unavailable", "the events could not be buffered; retry the request", {"Retry-After": "5"}
                 )
             for (index, _), failure in zip(accepted, outcomes, strict=True):
                 if failure is not None:
                     results[index] = {"index": index, "status": "rejected", "error": "not buffered; retry this event"}
         count = sum(1 for result in results if result["status"] == "accepted")
-        return _answer(202, {"accepted": count, "rejected": len(results) - count, "results": results})
+        return response(202, {"accepted": count, "rejected": len(results) - count, "results": results})
 
 
 def _events(event: Mapping[str, Any]) -> list[Any] | dict[str, Any]:
     """The request's events, or the answer that refuses the body."""
     body = _body(event)
     if len(body) > MAX_INGEST_BYTES:
-        return _error(413, "payload_too_large", f"a request carries at most {MAX_INGEST_BYTES} bytes")
+        return error(413, "payload_too_large", f"a request carries at most {MAX_INGEST_BYTES} bytes")
     try:
         events = orjson.loads(body)
     except orjson.JSONDecodeError:
-        return _error(400, "bad_request", "the body must be a JSON array of event objects")
+        return error(400, "bad_request", "the body must be a JSON array of event objects")
     if not isinstance(events, list) or not events:
-        return _error(400, "bad_request", "the body must be a non-empty JSON array of event objects")
+        return error(400, "bad_request", "the body must be a non-empty JSON array of event objects")
     if len(events) > MAX_INGEST_EVENTS:
-        return _error(413, "too_many_events", f"a request carries at most {MAX_INGEST_EVENTS} events")
+        return error(413, "too_many_events", f"a request carries at most {MAX_INGEST_EVENTS} events")
     return events
 
 

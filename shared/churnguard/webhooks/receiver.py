@@ -28,6 +28,7 @@ from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from typing import Any, Protocol
 
+from churnguard.inbound.answers import error, rate_window, response
 from churnguard.inbound.parsing import InboundEvent, ParseError
 from churnguard.inbound.queued import ProviderEvent, QueuedEvent
 from churnguard.inbound.scheme import Delivery, WebhookScheme
@@ -63,18 +64,6 @@ class Outcome:
     accepted: int = 0
     duplicates: int = 0
     ignored: int = 0
-
-
-def response(status: int, body: Any, headers: Mapping[str, str] | None = None) -> dict[str, Any]:
-    return {
-        "statusCode": status,
-        "headers": {"Content-Type": "application/json", **(headers or {})},
-        "body": json.dumps(body),
-    }
-
-
-def error(status: int, code: str, message: str, headers: Mapping[str, str] | None = None) -> dict[str, Any]:
-    return response(status, {"error": {"code": code, "message": message, "details": {}}}, headers)
 
 
 NOT_FOUND = ("not_found", "no such webhook endpoint")
@@ -169,7 +158,7 @@ class WebhookReceiver:
             return error(413, "payload_too_large", f"the body is larger than {limit} bytes")
         now = self._clock()
         source = f"{organization_id}#source#{_source_address(event)}"
-        if self._store.rate_spent(source, _window(now)[0], self._settings.unverified_per_source_per_minute):
+        if self._store.rate_spent(source, rate_window(now)[0], self._settings.unverified_per_source_per_minute):
             return self._too_many(now, "too many unverified webhook deliveries from this address")
         stored = self._store.endpoint(organization_id, provider)
         if stored is None or stored.doc.get("status", "active") != "active":
@@ -206,7 +195,7 @@ class WebhookReceiver:
             return error(400, "bad_request", str(exc))
         if any(len(item.event_id) + len(json.dumps(item.payload)) > SQS_EVENT_BYTES for item in inbound):
             return error(413, "payload_too_large", f"an event is larger than {SQS_EVENT_BYTES} bytes")
-        window, expires_at = _window(now)
+        window, expires_at = rate_window(now)
         if not self._store.take_rate(organization_id, window, self._settings.rate_limit_per_minute, expires_at):
             return self._too_many(now, "too many webhook deliveries")
         outcome = self._accept(stored, inbound, now)
@@ -254,7 +243,7 @@ class WebhookReceiver:
         return response(200, {"status": "ok"})
 
     def _too_many(self, now: float, message: str) -> dict[str, Any]:
-        retry_after = str(max(1, (_window(now)[0] + 1) * 60 - int(now)))
+        retry_after = str(max(1, (rate_window(now)[0] + 1) * 60 - int(now)))
         return error(429, "rate_limited", message, {"Retry-After": retry_after})
 
     def _unverified(
@@ -267,7 +256,7 @@ class WebhookReceiver:
     ) -> dict[str, Any]:
         """Counts a delivery that failed verification against its source address and endpoint,
         never against the organisation's allowance; past the endpoint's allowance it is a 429."""
-        window, expires_at = _window(now)
+        window, expires_at = rate_window(now)
         self._store.take_rate(source, window, self._settings.unverified_per_source_per_minute, expires_at)
         if stored is None:
             return refusal
@@ -366,12 +355,6 @@ def _raw_body(event: Mapping[str, Any]) -> bytes:
     if event.get("isBase64Encoded"):
         return base64.b64decode(body, validate=True)
     return str(body).encode("utf-8", "surrogatepass")
-
-
-def _window(now: float) -> tuple[int, int]:
-    """The fixed minute every allowance counts in, and when its counter item may expire."""
-    window = int(now // 60)
-    return window, (window + 2) * 60
 
 
 def _source_address(event: Mapping[str, Any]) -> str:
