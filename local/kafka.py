@@ -18,7 +18,7 @@ from __future__ import annotations
 
 import base64
 import logging
-import threading
+from functools import cache
 from typing import Any
 
 from moto.awslambda.exceptions import InvalidParameterValueException
@@ -31,8 +31,6 @@ from local.runtime import LambdaRuntime
 logger = logging.getLogger("local.kafka")
 
 RETRY_DELAY_S = 0.5
-_installed = threading.Lock()
-_state = {"installed": False}
 
 
 class _SelfManagedKafkaMapping(EventSourceMapping):
@@ -65,32 +63,29 @@ class _SelfManagedKafkaMapping(EventSourceMapping):
         return configuration
 
 
+@cache
 def allow_self_managed_kafka() -> None:
-    """Lets moto's Lambda backend store self-managed Kafka mappings (idempotent, process-wide)."""
-    with _installed:
-        if _state["installed"]:
-            return
-        original = LambdaBackend.create_event_source_mapping
+    """Lets moto's Lambda backend store self-managed Kafka mappings (once per process)."""
+    original = LambdaBackend.create_event_source_mapping
 
-        def create(self: LambdaBackend, spec: dict[str, Any]) -> EventSourceMapping:
-            if spec.get("EventSourceArn") or not spec.get("SelfManagedEventSource"):
-                return original(self, spec)
-            servers = (spec["SelfManagedEventSource"].get("Endpoints") or {}).get("KAFKA_BOOTSTRAP_SERVERS") or []
-            if not servers:
-                raise InvalidParameterValueException("KAFKA_BOOTSTRAP_SERVERS is required")
-            if len(spec.get("Topics") or []) != 1:
-                raise InvalidParameterValueException("Topics must name exactly one topic")
-            function = self._lambdas.get_function_by_name_or_arn_with_qualifier(spec.get("FunctionName", ""))
-            spec.update(
-                {"RegionName": self.region_name, "AccountId": self.account_id, "FunctionArn": function.function_arn}
-            )
-            spec["EventSourceArn"] = ""
-            mapping = _SelfManagedKafkaMapping(spec)
-            self._event_source_mappings[mapping.uuid] = mapping
-            return mapping
+    def create(self: LambdaBackend, spec: dict[str, Any]) -> EventSourceMapping:
+        if spec.get("EventSourceArn") or not spec.get("SelfManagedEventSource"):
+            return original(self, spec)
+        servers = (spec["SelfManagedEventSource"].get("Endpoints") or {}).get("KAFKA_BOOTSTRAP_SERVERS") or []
+        if not servers:
+            raise InvalidParameterValueException("KAFKA_BOOTSTRAP_SERVERS is required")
+        if len(spec.get("Topics") or []) != 1:
+            raise InvalidParameterValueException("Topics must name exactly one topic")
+        function = self._lambdas.get_function_by_name_or_arn_with_qualifier(spec.get("FunctionName", ""))
+        spec.update(
+            {"RegionName": self.region_name, "AccountId": self.account_id, "FunctionArn": function.function_arn}
+        )
+        spec["EventSourceArn"] = ""
+        mapping = _SelfManagedKafkaMapping(spec)
+        self._event_source_mappings[mapping.uuid] = mapping
+        return mapping
 
-        LambdaBackend.create_event_source_mapping = create  # type: ignore[method-assign]
-        _state["installed"] = True
+    LambdaBackend.create_event_source_mapping = create  # type: ignore[method-assign]
 
 
 class KafkaPoller(Worker):
@@ -110,7 +105,6 @@ class KafkaPoller(Worker):
         self.mapping_id = mapping["UUID"]
         self.name = f"kafka-{self.mapping_id[:8]}-{slot}"
         self._slot, self._slots = slot, slots
-        self.suspended = False
         self._function = mapping["FunctionArn"]
         self._servers = list(mapping["SelfManagedEventSource"]["Endpoints"]["KAFKA_BOOTSTRAP_SERVERS"])
         self._topic = mapping["Topics"][0]
@@ -123,8 +117,6 @@ class KafkaPoller(Worker):
         self._consumer: Any = None
 
     def poll_once(self) -> bool:
-        if self.suspended:
-            return False
         consumer = self._consumer or self._connect()
         polled = consumer.poll(timeout_ms=200, max_records=self._batch_size)
         if not polled:

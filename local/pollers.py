@@ -40,6 +40,8 @@ class Worker:
 
     def __init__(self, interval: float) -> None:
         self.interval = interval
+        # Set while what it polls for is disabled (a mapping): it keeps its place, as Lambda's does.
+        self.suspended = False
         self._stop = threading.Event()
         self._thread: threading.Thread | None = None
 
@@ -60,7 +62,7 @@ class Worker:
     def _run(self) -> None:
         while not self._stop.is_set():
             try:
-                busy = self.poll_once()
+                busy = not self.suspended and self.poll_once()
             except Exception:
                 logger.exception("%s: poll failed", self.name)
                 busy = False
@@ -217,7 +219,6 @@ class KinesisPoller(Worker):
     ) -> None:
         super().__init__(interval)
         self.source = source
-        self.suspended = False  # a disabled mapping keeps its place, as Lambda's does
         self.name = f"kinesis-{source.function}"
         self._clients = clients
         self._runtime = runtime
@@ -238,8 +239,6 @@ class KinesisPoller(Worker):
             self._shards.append(_Shard(shard["ShardId"], iterator, source.batch_size))
 
     def poll_once(self) -> bool:
-        if self.suspended:
-            return False
         busy = False
         for shard in self._shards:
             if self.stopping or shard.iterator is None or time.monotonic() < shard.not_before:
@@ -327,7 +326,7 @@ class MappingWatcher(Worker):
         self._poll_interval = poll_interval
         self._role_arn = role_arn
         self._kafka_consumers = kafka_consumers
-        self._pollers: dict[str, tuple[list[Any], int]] = {}
+        self._pollers: dict[str, tuple[list[Worker], int]] = {}
 
     def poll_once(self) -> bool:
         found: dict[str, dict[str, Any]] = {}
@@ -352,8 +351,8 @@ class MappingWatcher(Worker):
                 poller.suspended = mapping.get("State") == "Disabled"
         return False
 
-    def _start(self, mapping: dict[str, Any]) -> list[Any]:
-        pollers: list[Any]
+    def _start(self, mapping: dict[str, Any]) -> list[Worker]:
+        pollers: list[Worker]
         if mapping.get("SelfManagedEventSource"):
             from local.kafka import KafkaPoller
 

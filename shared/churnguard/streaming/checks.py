@@ -64,11 +64,10 @@ def _feed(config: StreamConfiguration, credentials: IntegrationCredentials | Non
     """The feed must accept a WebSocket handshake with the configured headers."""
     from websockets.exceptions import InvalidStatus, WebSocketException
 
-    from churnguard.streaming.consumers import WebSocketConsumer
+    from churnguard.streaming.consumers import connect_feed
 
-    consumer = WebSocketConsumer(config, credentials, writer=None, store=None)  # type: ignore[arg-type]
     try:
-        with consumer.connect():
+        with connect_feed(config, credentials):
             return None
     except InvalidStatus as exc:
         return f"the feed refused the handshake with HTTP {exc.response.status_code}"

@@ -28,15 +28,15 @@ from typing import Any, Protocol
 
 import orjson
 
-from churnguard.crypto import CredentialCipher, encryption_context
 from churnguard.errors import NotFoundError
+from churnguard.integrations import IntegrationService
 from churnguard.models import IntegrationCredentials
 from churnguard.netguard import allowed_addresses
 from churnguard.pipeline.mapping import value_getter
 from churnguard.store.activity import ActivityStore
-from churnguard.store.integrations import IntegrationStore
 from churnguard.store.streams import QuarantineItem, StreamStore
 from churnguard.stream_models import StreamConfiguration, StreamStatus, StreamType
+from churnguard.streaming.messages import ingest_identity
 from churnguard.streaming.sources import IngestEvent, IngestWriter
 
 logger = logging.getLogger(__name__)
@@ -52,7 +52,6 @@ MAX_ENTRY_BYTES = 900_000  # a Kinesis record holds 1 MiB, the envelope included
 class TurnResult:
     forwarded: int = 0
     quarantined: int = 0
-    gaps: int = 0
     lag_messages: int | None = None
 
 
@@ -290,7 +289,7 @@ class WebSocketConsumer:
         from websockets.exceptions import WebSocketException
 
         try:
-            with self.connect() as socket:
+            with connect_feed(self._config, self._credentials) as socket:
                 for message in self._config.connection_config.subscribe_messages:
                     socket.send(_wire(message, last))
                 resume = self._config.connection_config.resume_message
@@ -330,7 +329,7 @@ class WebSocketConsumer:
                 dropped = exc
                 break
             if raw is not None:
-                newest = self._take(raw, newest, pending, result)
+                newest = self._take(raw, newest, pending)
             now = time.monotonic()
             if pending and (now >= flush_at or len(pending) >= self._config.batch_size):
                 checkpoint = self._flush(pending, newest, checkpoint, result)
@@ -346,7 +345,7 @@ class WebSocketConsumer:
             self._flush(pending, newest, checkpoint, result)
         return dropped
 
-    def _take(self, raw: str | bytes, newest: int | None, pending: list[IngestEvent], result: TurnResult) -> int | None:
+    def _take(self, raw: str | bytes, newest: int | None, pending: list[IngestEvent]) -> int | None:
         payload = raw.encode() if isinstance(raw, str) else raw
         body: Any = None
         if self._sequence is not None or self._event_id is not None:
@@ -361,7 +360,6 @@ class WebSocketConsumer:
                     return newest  # a replay of what already landed
                 if newest is not None and sequence > newest + 1:
                     missing = sequence - newest - 1
-                    result.gaps += missing
                     logger.warning(
                         "sequence gap in the feed",
                         extra={"stream_id": self._config.stream_id, "after": newest, "next": sequence},
@@ -371,8 +369,6 @@ class WebSocketConsumer:
                     self._report(self._config, "gaps", missing)
                 newest = sequence
         event_id = self._event_id(body) if isinstance(body, dict) and self._event_id is not None else None
-        from churnguard.streaming.processor import ingest_identity
-
         pending.append(
             IngestEvent(
                 self._config.organization_id,
@@ -391,40 +387,41 @@ class WebSocketConsumer:
         result.forwarded += len(pending)
         if newest is None:
             return checkpoint
-        self._store.advance(WEBSOCKET_SCOPE, self._config.stream_id, checkpoint, str(newest))
-        return self._store.checkpoint(WEBSOCKET_SCOPE, self._config.stream_id)
-
-    def connect(self) -> Any:
-        """A connection to the feed, through an address the guard allowed."""
-        from urllib.parse import urlsplit
-
-        from websockets.sync.client import connect
-
-        url = self._config.connection_config.url or ""
-        parts = urlsplit(url)
-        tls = parts.scheme == "wss"
-        port = parts.port or (443 if tls else 80)
-        (address, *_) = allowed_addresses(parts.hostname or "", port)
-        sock = socket_module.create_connection((address, port), timeout=10)
-        headers = dict(self._config.connection_config.headers)
-        if self._credentials is not None:
-            for name, secret in self._credentials.custom_fields.items():
-                if name.startswith("header."):
-                    headers[name.removeprefix("header.")] = secret.get_secret_value()
-        return connect(
-            url,
-            sock=sock,
-            server_hostname=parts.hostname if tls else None,
-            additional_headers=headers,
-            open_timeout=10,
-            ping_interval=20,
-            ping_timeout=20,
-            close_timeout=5,
-            max_size=MAX_ENTRY_BYTES,
-        )
+        return self._store.advance(WEBSOCKET_SCOPE, self._config.stream_id, checkpoint, str(newest))
 
 
 WEBSOCKET_SCOPE = "websocket"
+
+
+def connect_feed(config: StreamConfiguration, credentials: IntegrationCredentials | None) -> Any:
+    """A WebSocket connection to the stream's feed, through an address the guard allowed, with the
+    configured headers and the secret ones from the credentials (`header.<Name>`)."""
+    from urllib.parse import urlsplit
+
+    from websockets.sync.client import connect
+
+    url = config.connection_config.url or ""
+    parts = urlsplit(url)
+    tls = parts.scheme == "wss"
+    port = parts.port or (443 if tls else 80)
+    (address, *_) = allowed_addresses(parts.hostname or "", port)
+    sock = socket_module.create_connection((address, port), timeout=10)
+    headers = dict(config.connection_config.headers)
+    if credentials is not None:
+        for name, secret in credentials.custom_fields.items():
+            if name.startswith("header."):
+                headers[name.removeprefix("header.")] = secret.get_secret_value()
+    return connect(
+        url,
+        sock=sock,
+        server_hostname=parts.hostname if tls else None,
+        additional_headers=headers,
+        open_timeout=10,
+        ping_interval=20,
+        ping_timeout=20,
+        close_timeout=5,
+        max_size=MAX_ENTRY_BYTES,
+    )
 
 
 class WebSocketProblem(Exception):
@@ -504,8 +501,7 @@ class ConsumerTurns:
     def __init__(
         self,
         store: StreamStore,
-        integrations: IntegrationStore,
-        cipher: CredentialCipher,
+        integrations: IntegrationService,
         writer: IngestWriter,
         workflow: ConsumerWorkflow,
         clock: Callable[[], float] = time.time,
@@ -514,7 +510,6 @@ class ConsumerTurns:
         self._activity = activity
         self._store = store
         self._integrations = integrations
-        self._cipher = cipher
         self._writer = writer
         self._workflow = workflow
         self._clock = clock
@@ -575,11 +570,10 @@ class ConsumerTurns:
         raise ValueError(f"no continuous consumer for {config.stream_type.value} streams")
 
     def _credentials(self, config: StreamConfiguration) -> IntegrationCredentials | None:
-        envelope = self._integrations.get_credentials_envelope(config.organization_id, config.stream_id)
-        if envelope is None:
+        """The stream's credentials (held by its integration), or None when it has none."""
+        if not self._integrations.has_credentials(config.organization_id, config.stream_id):
             return None
-        plaintext = self._cipher.decrypt(envelope, encryption_context(config.organization_id, config.stream_id))
-        return IntegrationCredentials.model_validate(plaintext)
+        return self._integrations.load_credentials(config.organization_id, config.stream_id)
 
 
 def redis_client(config: StreamConfiguration, credentials: IntegrationCredentials | None) -> Any:

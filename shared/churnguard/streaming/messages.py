@@ -51,6 +51,13 @@ def content_identity(payload: bytes) -> str:
     return "h" + blake2b(payload, digest_size=16).hexdigest()
 
 
+def ingest_identity(payload: bytes, event_id: Any) -> str:
+    """An HTTPS or WebSocket event's identity: its event id when it has one, else its content."""
+    if event_id is not None and not isinstance(event_id, dict | list) and str(event_id):
+        return "e" + blake2b(str(event_id).encode(), digest_size=16).hexdigest()
+    return content_identity(payload)
+
+
 def decode_rows(payload: bytes, data_format: DataFormat) -> list[dict[str, Any]]:
     """The rows one message carries; UndecodableMessage says why there are none."""
     try:

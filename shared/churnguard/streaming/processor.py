@@ -44,7 +44,6 @@ from churnguard.streaming.messages import (
     RecordBuilder,
     StreamMessage,
     UndecodableMessage,
-    content_identity,
     position_order,
 )
 
@@ -65,7 +64,6 @@ class Outcome:
     unrouted: int = 0
     records: int = 0
     rejects: int = 0
-    counts: Counter[str] = field(default_factory=Counter)
 
     def add(self, other: Outcome) -> None:
         for name in ("messages", "landed", "duplicates", "quarantined", "unrouted", "records", "rejects"):
@@ -110,27 +108,34 @@ class StreamProcessor:
 
     def config(self, organization_id: str, stream_id: str) -> StreamConfiguration | None:
         """The stream's configuration, re-read at most every CONFIG_CACHE_SECONDS."""
-        now = time.monotonic()
-        cached = self._configs.get((organization_id, stream_id))
-        if cached is not None and now - cached[0] < CONFIG_CACHE_SECONDS:
-            return cached[1]
-        try:
-            found: StreamConfiguration | None = self._store.get(organization_id, stream_id)
-        except NotFoundError:
-            found = None
-        self._configs[(organization_id, stream_id)] = (now, found)
-        return found
+
+        def load() -> StreamConfiguration | None:
+            try:
+                return self._store.get(organization_id, stream_id)
+            except NotFoundError:
+                return None
+
+        return self._cached((organization_id, stream_id), load)
 
     def source_owner(self, source: str) -> StreamConfiguration | None:
-        """The stream that reads `source` (a customer's Kinesis stream), as `config` caches it."""
+        """The stream that reads `source` (a customer's Kinesis stream), cached as `config` is."""
+
+        def load() -> StreamConfiguration | None:
+            found = self._store.find(source_key(source))
+            return self.config(*found) if found is not None else None
+
+        return self._cached(("source", source), load)
+
+    def _cached(
+        self, key: tuple[str, str], load: Callable[[], StreamConfiguration | None]
+    ) -> StreamConfiguration | None:
         now = time.monotonic()
-        cached = self._configs.get(("source", source))
+        cached = self._configs.get(key)
         if cached is not None and now - cached[0] < CONFIG_CACHE_SECONDS:
             return cached[1]
-        found = self._store.find(source_key(source))
-        owner = self.config(*found) if found is not None else None
-        self._configs[("source", source)] = (now, owner)
-        return owner
+        found = load()
+        self._configs[key] = (now, found)
+        return found
 
     def process_partition(
         self, scope: str, partition: str, messages: Sequence[StreamMessage], resolve: Resolver
@@ -392,10 +397,3 @@ def _key_of(text: str) -> PartKey:
 def _short(exc: ValueError) -> str:
     text = str(exc)
     return text if len(text) <= 500 else text[:500] + "…"
-
-
-def ingest_identity(payload: bytes, event_id: Any) -> str:
-    """An HTTPS or WebSocket event's identity: its event id when it has one, else its content."""
-    if event_id is not None and not isinstance(event_id, dict | list) and str(event_id):
-        return "e" + blake2b(str(event_id).encode(), digest_size=16).hexdigest()
-    return content_identity(payload)

@@ -136,6 +136,13 @@ class StreamService:
         if ingest_key is not None:
             config.ingest_key_prefix = ingest_key[:8]
             config.ingest_key_hash = hash_ingest_key(ingest_key)
+        if self._source_check is not None:
+            problem = self._source_check(config, request.credentials)
+            if problem is not None:
+                raise ValidationFailedError(
+                    f"the stream's source did not answer, so the stream was not created: {problem}",
+                    {"fields": [{"field": "connection_config", "message": problem}]},
+                )
         integration = self._integration(config)
         envelope = None
         if request.credentials is not None:
@@ -144,15 +151,7 @@ class StreamService:
             envelope = self._cipher.encrypt(
                 request.credentials.to_plaintext(), encryption_context(organization_id, config.stream_id)
             )
-        if self._source_check is not None:
-            problem = self._source_check(config, request.credentials)
-            if problem is not None:
-                raise ValidationFailedError(
-                    f"the stream's source did not answer, so the stream was not created: {problem}",
-                    {"fields": [{"field": "connection_config", "message": problem}]},
-                )
-        key_hash = config.ingest_key_hash
-        also = self._store.items_for_create(config, key_hash, sources_of(config))
+        also = self._store.items_for_create(config, config.ingest_key_hash, sources_of(config))
         try:
             self._integrations.create(integration, envelope, also)
         except ConflictError:
@@ -165,7 +164,7 @@ class StreamService:
                 ) from None
             raise
         if self._mappings is not None and config.stream_type in (StreamType.KAFKA, StreamType.KINESIS):
-            config = self._attach_mapping(self._mappings, config, integration, request.credentials, key_hash)
+            config = self._attach_mapping(self._mappings, config, integration, request.credentials)
         if self._consumers is not None and config.stream_type in CONSUMED:
             config = self._start_consumer(self._consumers, config, integration)
         return StreamCreated(**StreamView.of(config).model_dump(), ingest_key=ingest_key)
@@ -176,13 +175,12 @@ class StreamService:
         config: StreamConfiguration,
         integration: IntegrationConfiguration,
         credentials: IntegrationCredentials | None,
-        key_hash: str | None,
     ) -> StreamConfiguration:
         """Creates the event source mapping; on failure the stream is removed again."""
         try:
             mapping_id = mappings.create(config, credentials)
         except Exception as exc:
-            self._integrations.delete(integration, self._store.items_for_delete(config, key_hash, sources_of(config)))
+            self._integrations.delete(integration, self._lookups(config))
             reason = _aws_reason(exc)
             logger.warning("event source mapping refused", extra={"stream_id": config.stream_id, "reason": reason})
             if isinstance(exc, ValidationFailedError):
@@ -207,13 +205,17 @@ class StreamService:
             execution = consumers.start(config)
         except Exception as exc:
             if integration is not None:
-                self._integrations.delete(integration, self._store.items_for_delete(config, None, []))
+                self._integrations.delete(integration, self._lookups(config))
             raise ServiceUnavailableError(
                 f"the stream's consumer could not be started: {_aws_reason(exc)}; retry"
             ) from None
         after = config.model_copy(update={"consumer_execution": execution, "version": config.version + 1})
         self._store.put(config, after)
         return after
+
+    def _lookups(self, config: StreamConfiguration) -> list[dict[str, Any]]:
+        """The transaction items that delete the stream with its ingest key and source lookups."""
+        return self._store.items_for_delete(config, config.ingest_key_hash, sources_of(config))
 
     def get(self, organization_id: str, stream_id: str) -> StreamView:
         return StreamView.of(self._store.get(organization_id, stream_id))
@@ -295,8 +297,7 @@ class StreamService:
             mapping = config.source_mapping
             self._unavailable_on_failure(lambda: self._mappings.delete(mapping, stream_id))  # type: ignore[union-attr]
         integration = self._integrations.get(organization_id, stream_id)
-        lookups = self._store.items_for_delete(config, config.ingest_key_hash, sources_of(config))
-        self._integrations.delete(integration, lookups)
+        self._integrations.delete(integration, self._lookups(config))
         if config.consumer_execution and self._consumers is not None:
             self._consumers.stop(config.consumer_execution)
         self._store.forget(stream_id)

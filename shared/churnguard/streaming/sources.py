@@ -137,12 +137,13 @@ def kinesis_batches(event: Mapping[str, Any], ingest_stream_arn: str) -> list[Pa
 
 
 def kafka_source(event: Mapping[str, Any], topic: str) -> str:
-    """The lookup name of a Kafka topic as a stream's source: cluster and topic."""
-    cluster = event.get("eventSourceArn") or ",".join(sorted(str(event.get("bootstrapServers", "")).split(",")))
-    return f"kafka:{cluster}/{topic}"
+    """The source a Kafka event's topic is, named as the stream that reads it was registered."""
+    servers = str(event.get("bootstrapServers", "")).split(",")
+    return kafka_source_of(servers, event.get("eventSourceArn"), topic)
 
 
 def kafka_source_of(bootstrap_servers: Sequence[str], msk_cluster_arn: str | None, topic: str) -> str:
+    """The lookup name of a Kafka topic as a stream's source: its cluster and topic."""
     cluster = msk_cluster_arn or ",".join(sorted(bootstrap_servers))
     return f"kafka:{cluster}/{topic}"
 

@@ -31,6 +31,7 @@ def stream_ingest() -> StreamIngest:
 
 def consumer_turns() -> ConsumerTurns:
     from churnguard.crypto import CredentialCipher
+    from churnguard.integrations import IntegrationService
     from churnguard.store.activity import ActivityStore
     from churnguard.store.integrations import IntegrationStore
     from churnguard.store.streams import StreamStore
@@ -40,8 +41,8 @@ def consumer_turns() -> ConsumerTurns:
     dynamodb = aws.client("dynamodb")
     return ConsumerTurns(
         StreamStore(dynamodb, table_name()),
-        IntegrationStore(dynamodb, table_name()),
-        CredentialCipher(aws.client("kms"), kms_key_id()),
+        # The stream's credentials are its integration's, decrypted the one way integrations are.
+        IntegrationService(IntegrationStore(dynamodb, table_name()), CredentialCipher(aws.client("kms"), kms_key_id())),
         IngestWriter(aws.client("kinesis"), env_str("INGEST_STREAM_NAME")),
         ConsumerWorkflow(aws.client("stepfunctions"), env_str("STREAM_CONSUMER_STATE_MACHINE_ARN")),
         activity=ActivityStore(dynamodb, table_name()),
