@@ -35,6 +35,11 @@ Row = Mapping[str, Any]
 # event time (a JSON string, where the stream has one) under that column, and under this key the
 # whole row, each exactly as the Python path would encode it.
 ENCODED_DATA = "\x00data"
+# A change read from a database's log (cdc) carries its position and commit time in the row under
+# these keys; they become the record's cursor and event_time, never part of its data.
+CHANGE_CURSOR = "\x00cursor"
+CHANGE_TIME = "\x00time"
+_CHANGE_FIELDS = frozenset({CHANGE_CURSOR, CHANGE_TIME})
 
 
 @dataclass(frozen=True)
@@ -113,15 +118,20 @@ class StreamPipeline:
         encoded: bool = False,
         canonicalize: Callable[[Row], dict[str, Any]] | None = None,
         filter_source_rows: bool = False,
+        changes: bool = False,
     ) -> None:
-        """`canonicalize` turns a provider's row into its canonical entity's data (the provider's
+        """`changes`: rows are changes from a database's log, with CHANGE_CURSOR and CHANGE_TIME.
+        `canonicalize` turns a provider's row into its canonical entity's data (the provider's
         `canonical.py`); a row it refuses (ValueError) is a reject with the reason. Filters apply
         to the canonical data, or to the source row with `filter_source_rows` (a database row
         mapped onto an entity: its filters name its columns)."""
         if encoded and (mapper is not None or row_filter is not None or check is not None or canonicalize):
             raise ValueError("rows the source encoded can be neither mapped, filtered nor checked per row")
+        if changes:
+            context = replace(context, cursor_field=CHANGE_CURSOR, event_time_field=CHANGE_TIME)
         self.context = context
         self.encoded = encoded
+        self._change_fields = _CHANGE_FIELDS if changes else None
         self._mapper = mapper
         self._filter = row_filter
         self._check = check
@@ -166,7 +176,7 @@ class StreamPipeline:
     def _process_rows(self, rows: Iterable[Row], batch: Batch, operation: Operation) -> None:
         prefix = self._prefixes[operation]
         row_filter, mapper, check = self._filter, self._mapper, self._check
-        canonicalize, deleting = self._canonicalize, operation is Operation.DELETE
+        canonicalize, deleting, change_fields = self._canonicalize, operation is Operation.DELETE, self._change_fields
         record_id_of, single_key, cursor_field = self._record_id, self._single_key, self.context.cursor_field
         event_time_field = self.context.event_time_field
         dedupe, max_bytes = self._dedupe, self._max_bytes
@@ -190,9 +200,9 @@ class StreamPipeline:
             if record_id is None:
                 self.reject(batch, row, None, "primary key is null or missing")
                 continue
-            source = row
+            source = row if change_fields is None else {k: v for k, v in row.items() if k not in change_fields}
             if canonicalize is not None:  # the entity's own id is the record id, on every path
-                if (canonical := self._canonical(canonicalize, row, record_id, deleting, batch)) is None:
+                if (canonical := self._canonical(canonicalize, source, record_id, deleting, batch)) is None:
                     continue
                 record_id, source = canonical
             data = mapper(source) if mapper is not None else source
@@ -342,10 +352,13 @@ def build_pipeline(
     column_kinds: Mapping[str, str] | None = None,
     encodable: bool = False,
     canonicalize: Callable[[Row], dict[str, Any]] | None = None,
+    changes: bool = False,
 ) -> StreamPipeline:
     """The pipeline of one entity of an integration, from its configuration (`entity`: the
     integration's name for it, which scopes mappings and filters; `record_entity`: the entity its
     records carry, a canonical one where the provider maps the source onto one).
+
+    `changes`: rows are changes read from the database's log (see StreamPipeline).
 
     When the source can encode rows itself (`encodable`) and nothing needs a row as a dict (no
     mapping, no filter, a schema the column kinds satisfy), the pipeline takes the source's
@@ -370,6 +383,7 @@ def build_pipeline(
     schema = schema_for(entity) if canonicalize is None else None
     encoded = (
         canonicalize is None
+        and not changes
         and encodable
         and not mappings
         and not filters
@@ -392,6 +406,7 @@ def build_pipeline(
         encoded=encoded,
         canonicalize=canonicalize,
         filter_source_rows=filter_source_rows,
+        changes=changes,
     )
 
 

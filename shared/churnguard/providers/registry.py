@@ -15,6 +15,7 @@ from churnguard.errors import ValidationFailedError
 
 if TYPE_CHECKING:
     from churnguard.connectors.base import Connector
+    from churnguard.connectors.changes import ChangeLog
     from churnguard.inbound.changes import Change
     from churnguard.inbound.queued import ProviderEvent
     from churnguard.inbound.scheme import WebhookScheme
@@ -29,12 +30,14 @@ class Provider:
     # How long the source keeps the changes an incremental sync reads: an integration that has
     # not synced for longer starts losing changes (the dashboard's time to data loss).
     change_retention_seconds: int | None = None
+    # The database's log for change data capture: the class in <folder>/changes.py.
+    changes: str | None = None
 
 
 PROVIDERS: Mapping[str, Provider] = {
     provider.name: provider
     for provider in (
-        Provider("postgresql", source="PostgresConnector"),
+        Provider("postgresql", source="PostgresConnector", changes="PostgresChangeLog"),
         Provider("mysql", source="MySqlConnector"),
         Provider("mongodb", source="MongoConnector"),
         # Incremental syncs read /v1/events, which Stripe keeps for 30 days; past that a sync reads
@@ -73,6 +76,24 @@ def connector_class(provider: ProviderName) -> type[Connector]:
             {"fields": [{"field": "provider_name", "message": "no sync connector for this provider"}]},
         )
     cls: type[Connector] = getattr(_module(entry.name, "source"), entry.source)
+    return cls
+
+
+def change_log_available(provider: ProviderName) -> bool:
+    entry = PROVIDERS.get(provider.value)
+    return entry is not None and entry.changes is not None
+
+
+def change_log_class(provider: ProviderName) -> Callable[[Connector, str], ChangeLog]:
+    """The class of a provider's log (change data capture), built from its connector and the
+    integration id."""
+    entry = PROVIDERS.get(provider.value)
+    if entry is None or entry.changes is None:
+        raise ValidationFailedError(
+            f"provider {provider.value!r} has no change data capture",
+            {"fields": [{"field": "sync_config.sync_mode", "message": "real_time is not available for this provider"}]},
+        )
+    cls: Callable[[Connector, str], ChangeLog] = getattr(_module(entry.name, "changes"), entry.changes)
     return cls
 
 

@@ -28,6 +28,7 @@ from typing import Any, Protocol
 
 import orjson
 
+from churnguard.continuous import TURNS_PER_EXECUTION, ConsumerWorkflow, TurnOutcome
 from churnguard.errors import NotFoundError
 from churnguard.integrations import IntegrationService
 from churnguard.models import IntegrationCredentials
@@ -44,7 +45,6 @@ logger = logging.getLogger(__name__)
 CONSUMER_NAME = "churnguard"
 BLOCK_MS = 1000
 RECHECK_SECONDS = 5.0  # how often a turn asks whether the stream still wants it
-TURNS_PER_EXECUTION = 200
 MAX_ENTRY_BYTES = 900_000  # a Kinesis record holds 1 MiB, the envelope included
 
 
@@ -448,51 +448,6 @@ def _arrival(entry_id: str) -> float:
     return int(entry_id.split("-", 1)[0]) / 1000
 
 
-class ConsumerWorkflow:
-    """Starts and stops a stream's consumer workflow executions."""
-
-    def __init__(self, stepfunctions: Any, state_machine_arn: str, clock: Callable[[], float] = time.time) -> None:
-        self._sfn = stepfunctions
-        self._state_machine = state_machine_arn
-        self._clock = clock
-
-    def start(self, config: StreamConfiguration) -> str:
-        """Starts an execution; its ARN is what each turn checks it still owns the stream with."""
-        response = self._sfn.start_execution(
-            stateMachineArn=self._state_machine,
-            name=f"{config.stream_id}-{int(self._clock() * 1000)}",
-            input=orjson.dumps(
-                {"organization_id": config.organization_id, "stream_id": config.stream_id, "iteration": 0}
-            ).decode(),
-        )
-        execution: str = response["executionArn"]
-        return execution
-
-    def stop(self, execution: str) -> None:
-        try:
-            self._sfn.stop_execution(executionArn=execution, cause="the stream was paused or deleted")
-        except self._sfn.exceptions.ExecutionDoesNotExist:
-            return
-
-
-@dataclass(frozen=True)
-class TurnOutcome:
-    keep_going: bool
-    iteration: int
-    forwarded: int = 0
-    quarantined: int = 0
-    reason: str = ""
-
-    def as_dict(self) -> dict[str, Any]:
-        return {
-            "continue": self.keep_going,
-            "iteration": self.iteration,
-            "forwarded": self.forwarded,
-            "quarantined": self.quarantined,
-            "reason": self.reason,
-        }
-
-
 class ConsumerTurns:
     """One turn of a stream's consumer workflow: checks the stream still wants this execution,
     runs the consumer for the budget, records what it saw, and hands over to a fresh execution
@@ -556,7 +511,7 @@ class ConsumerTurns:
         return config.status is StreamStatus.ACTIVE and config.consumer_execution == execution
 
     def _hand_over(self, config: StreamConfiguration) -> None:
-        execution = self._workflow.start(config)
+        execution = self._workflow.start(config.organization_id, config.stream_id)
         after = config.model_copy(update={"consumer_execution": execution, "version": config.version + 1})
         self._store.put(config, after)
 

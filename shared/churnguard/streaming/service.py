@@ -75,9 +75,9 @@ class SourceMappings(Protocol):
 
 
 class Consumers(Protocol):
-    """Continuous consumer workflow executions (consumers.ConsumerWorkflow)."""
+    """Continuous consumer workflow executions (continuous.ConsumerWorkflow)."""
 
-    def start(self, config: StreamConfiguration) -> str: ...
+    def start(self, organization_id: str, consumer_id: str) -> str: ...
 
     def stop(self, execution: str) -> None: ...
 
@@ -202,7 +202,7 @@ class StreamService:
     ) -> StreamConfiguration:
         """Starts the stream's consumer workflow; a new stream that cannot have one is removed."""
         try:
-            execution = consumers.start(config)
+            execution = consumers.start(config.organization_id, config.stream_id)
         except Exception as exc:
             if integration is not None:
                 self._integrations.delete(integration, self._lookups(config))

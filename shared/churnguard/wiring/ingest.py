@@ -30,12 +30,13 @@ def stream_ingest() -> StreamIngest:
 
 
 def consumer_turns() -> ConsumerTurns:
+    from churnguard.continuous import ConsumerWorkflow
     from churnguard.crypto import CredentialCipher
     from churnguard.integrations import IntegrationService
     from churnguard.store.activity import ActivityStore
     from churnguard.store.integrations import IntegrationStore
     from churnguard.store.streams import StreamStore
-    from churnguard.streaming.consumers import ConsumerTurns, ConsumerWorkflow
+    from churnguard.streaming.consumers import ConsumerTurns
     from churnguard.streaming.sources import IngestWriter
 
     dynamodb = aws.client("dynamodb")

@@ -29,11 +29,11 @@ def stream_processor() -> StreamProcessor:
 
 
 def stream_service() -> StreamService:
+    from churnguard.continuous import ConsumerWorkflow
     from churnguard.crypto import CredentialCipher
     from churnguard.store.integrations import IntegrationStore
     from churnguard.store.streams import StreamStore
     from churnguard.streaming.checks import source_problem
-    from churnguard.streaming.consumers import ConsumerWorkflow
     from churnguard.streaming.mappings import LambdaSourceMappings, MappingSettings
     from churnguard.streaming.service import StreamService
 

@@ -1,0 +1,1 @@
+"""Change data capture: databases' logs streamed into the lake (see capture.py)."""
