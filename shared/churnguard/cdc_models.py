@@ -75,8 +75,7 @@ class CaptureView(Model):
     snapshots: int
     snapshot_finished_at: datetime | None
     changes_landed: int
-    last_change_at: datetime | None
-    lag_seconds: float | None
+    last_change_at: datetime | None = Field(description="when the newest change landed was committed")
     problems: list[str]
     guardian: GuardianReading | None
     notes: list[CaptureNote]

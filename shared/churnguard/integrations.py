@@ -20,6 +20,8 @@ from churnguard.errors import (
     ValidationFailedError,
 )
 from churnguard.models import (
+    DATABASE_PROVIDERS,
+    DataSyncMode,
     IntegrationConfiguration,
     IntegrationCreateRequest,
     IntegrationCredentials,
@@ -38,6 +40,37 @@ class Scheduler(Protocol):
     def apply(self, config: IntegrationConfiguration) -> None: ...
 
     def remove(self, integration_id: str) -> None: ...
+
+
+def _validate(config: IntegrationConfiguration) -> None:
+    """The source settings' checks, and that a real-time database is one whose log we read."""
+    validate_source_settings(config)
+    if config.provider_name in DATABASE_PROVIDERS and config.sync_config.sync_mode is DataSyncMode.REAL_TIME:
+        from churnguard.providers.registry import PROVIDERS, change_log_available
+
+        if not change_log_available(config.provider_name):
+            readable = ", ".join(sorted(name for name, provider in PROVIDERS.items() if provider.changes))
+            raise ValidationFailedError(
+                "the integration's source settings are not valid",
+                {
+                    "fields": [
+                        {
+                            "field": "sync_config.sync_mode",
+                            "message": f"real_time (change data capture) is available for {readable}",
+                        }
+                    ]
+                },
+            )
+
+
+class RealtimeHook(Protocol):
+    """Keeps a real-time database integration's change capture in line with it
+    (cdc.lifecycle.CaptureLifecycle): `apply` after each change, `remove` before a deletion, while
+    the credentials that reach the database still exist."""
+
+    def apply(self, config: IntegrationConfiguration) -> None: ...
+
+    def remove(self, config: IntegrationConfiguration) -> None: ...
 
 
 logger = logging.getLogger(__name__)
@@ -68,10 +101,17 @@ def validation_details(exc: ValidationError, prefix: tuple[str | int, ...] = ())
 
 
 class IntegrationService:
-    def __init__(self, store: IntegrationStore, cipher: CredentialCipher, scheduler: Scheduler | None = None) -> None:
+    def __init__(
+        self,
+        store: IntegrationStore,
+        cipher: CredentialCipher,
+        scheduler: Scheduler | None = None,
+        realtime: RealtimeHook | None = None,
+    ) -> None:
         self._store = store
         self._cipher = cipher
         self._scheduler = scheduler
+        self._realtime = realtime
 
     def create(self, organization_id: str, request: IntegrationCreateRequest) -> IntegrationView:
         check_organization(organization_id, request.organization_id)
@@ -79,7 +119,7 @@ class IntegrationService:
             **request.model_dump(exclude={"organization_id", "credentials"}),
             organization_id=organization_id,
         )
-        validate_source_settings(config)
+        _validate(config)
         envelope = None
         if request.credentials is not None:
             envelope = self._seal(config, request.credentials)
@@ -97,7 +137,7 @@ class IntegrationService:
             **request.model_dump(exclude={"organization_id", "credentials"}),
             organization_id=organization_id,
         )
-        validate_source_settings(config)
+        _validate(config)
         if request.credentials is None:
             raise ValidationFailedError(
                 "a connection test needs credentials",
@@ -107,7 +147,7 @@ class IntegrationService:
 
     def register(self, config: IntegrationConfiguration) -> IntegrationView:
         """Stores a configuration built in Python (the engine's path), credentials included."""
-        validate_source_settings(config)
+        _validate(config)
         envelope = self._seal(config, config.credentials) if config.credentials is not None else None
         self._store.create(config, envelope)
         self._schedule_new(config)
@@ -137,7 +177,7 @@ class IntegrationService:
             raise ValidationFailedError(
                 "the integration would not be valid after this change", validation_details(exc)
             ) from None
-        validate_source_settings(after)
+        _validate(after)
         self._store.update(before, after)
         self._reschedule(after)
         return IntegrationView.of(after)
@@ -146,6 +186,8 @@ class IntegrationService:
         """Deletes whatever version is current: the platform's own writes (a sync recording its
         totals) may bump the version between our read and the delete, and are no reason to
         refuse the caller; each attempt is still conditional on the version it read."""
+        if self._realtime is not None:
+            self._realtime.remove(self._store.get(organization_id, integration_id))
         for attempt in range(_DELETE_ATTEMPTS):
             try:
                 self._store.delete(self._store.get(organization_id, integration_id))
@@ -177,6 +219,8 @@ class IntegrationService:
         self._store.update(before, after)
         if self._scheduler is not None:
             self._scheduler.apply(after)
+        if self._realtime is not None:
+            self._realtime.apply(after)
         return IntegrationView.of(after)
 
     def has_credentials(self, organization_id: str, integration_id: str) -> bool:
@@ -192,11 +236,13 @@ class IntegrationService:
         return IntegrationCredentials.model_validate(plaintext)
 
     def _schedule_new(self, config: IntegrationConfiguration) -> None:
-        """Creates the integration's schedule, or undoes the creation so nothing is half-made."""
-        if self._scheduler is None:
-            return
+        """Creates the integration's schedule (or change capture), or undoes the creation so
+        nothing is half-made."""
         try:
-            self._scheduler.apply(config)
+            if self._scheduler is not None:
+                self._scheduler.apply(config)
+            if self._realtime is not None:
+                self._realtime.apply(config)
         except Exception as exc:
             logger.exception("sync schedule creation failed", extra={"integration_id": config.integration_id})
             self._store.delete(config)
@@ -208,10 +254,11 @@ class IntegrationService:
     def _reschedule(self, config: IntegrationConfiguration) -> None:
         """Makes the saved configuration's schedule match it; a failure asks for a repeat (the
         change is saved, and applying the same schedule again is harmless)."""
-        if self._scheduler is None:
-            return
         try:
-            self._scheduler.apply(config)
+            if self._scheduler is not None:
+                self._scheduler.apply(config)
+            if self._realtime is not None:
+                self._realtime.apply(config)
         except Exception as exc:
             logger.exception("sync schedule update failed", extra={"integration_id": config.integration_id})
             raise ServiceUnavailableError(

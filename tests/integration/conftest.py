@@ -58,6 +58,14 @@ def aws(monkeypatch: pytest.MonkeyPatch) -> Iterator[dict[str, Any]]:
         monkeypatch.setenv("KMS_KEY_ID", key_arn)
         token_key = kms.create_key(KeySpec="HMAC_256", KeyUsage="GENERATE_VERIFY_MAC")["KeyMetadata"]["Arn"]
         monkeypatch.setenv("PAGE_TOKEN_KEY_ID", token_key)
+        # The continuous consumer workflow the management API starts for real-time databases
+        # (moto records executions and runs nothing).
+        consumer = boto3.client("stepfunctions").create_state_machine(
+            name="stream-consumer",
+            definition='{"StartAt": "Turn", "States": {"Turn": {"Type": "Pass", "End": true}}}',
+            roleArn="arn:aws:iam::123456789012:role/sfn",
+        )["stateMachineArn"]
+        monkeypatch.setenv("STREAM_CONSUMER_STATE_MACHINE_ARN", consumer)
         from churnguard import aws as aws_clients
         from churnguard.api import dashboard, integrations, keys, syncs
 

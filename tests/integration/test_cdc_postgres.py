@@ -8,6 +8,7 @@ runs them through the local cloud). Every check compares the lake with the table
 
 from __future__ import annotations
 
+import json
 import threading
 import time
 from collections import Counter
@@ -20,6 +21,8 @@ import psycopg2
 import pytest
 
 from churnguard.cdc.capture import ChangeCapture, GuardianThresholds
+from churnguard.cdc.lifecycle import CaptureLifecycle
+from churnguard.cdc.views import capture_view
 from churnguard.cdc_models import CapturePhase, LogRisk
 from churnguard.continuous import ConsumerWorkflow
 from churnguard.models import DataSyncMode, IntegrationConfiguration, IntegrationStatus, ProviderName
@@ -58,6 +61,7 @@ class Cdc:
             activity=self.activity,
             thresholds=thresholds or GuardianThresholds(),
         )
+        self.lifecycle = CaptureLifecycle(self.captures, harness.service, ConsumerWorkflow(sfn, machine))
         self.config: IntegrationConfiguration | None = None
 
     def register(self, entities: dict[str, str], **sync: Any) -> IntegrationConfiguration:
@@ -70,7 +74,7 @@ class Cdc:
             sync_config={"sync_mode": "real_time", "batch_size": 500, **sync},
             status="active",
         )
-        self.capture.apply(self.config)
+        self.lifecycle.apply(self.config)
         return self.config
 
     @property
@@ -202,7 +206,7 @@ def test_snapshot_and_stream_hand_over_without_gap_or_overlap_under_concurrent_w
     sample = next(r for r in streamed if r["operation"] == "upsert")
     assert sample["event_time"] and sample["source"] == f"{cdc.db.name}.accounts"
     assert set(sample["data"]) == {"id", "plan", "mrr", "updated_at"}
-    view = cdc.capture.view(ORG, cdc.integration_id)
+    view = capture_view(cdc.captures, cdc.checkpoints, ORG, cdc.integration_id)
     assert view is not None and view.changes_landed == len(streamed) and view.phase is CapturePhase.STREAMING
 
 
@@ -219,7 +223,7 @@ def test_readiness_names_what_is_missing_and_stops_the_consumer(cdc: Cdc) -> Non
     assert cdc.state().consumer_execution is None
     cdc.db.execute(f'ALTER TABLE "{cdc.db.name}".notes REPLICA IDENTITY FULL')
     assert cdc.config is not None
-    cdc.capture.apply(cdc.config)  # an update of the integration starts it again
+    cdc.lifecycle.apply(cdc.config)  # an update of the integration starts it again
     assert cdc.turn().keep_going and cdc.state().problems == []
 
 
@@ -311,7 +315,7 @@ def test_the_guardian_sees_retained_wal_grow_while_the_consumer_is_stopped(harne
         before = cdc.capture.guard(config)
         assert before is not None and before.risk is LogRisk.OK
         paused = config.model_copy(update={"status": IntegrationStatus.PAUSED})
-        cdc.capture.apply(paused)
+        cdc.lifecycle.apply(paused)
         assert cdc.state().consumer_execution is None
         postgres.execute(
             f'INSERT INTO "{postgres.name}".accounts (id, plan, mrr)'
@@ -364,7 +368,7 @@ def test_leaving_real_time_mode_drops_the_slot_and_publication(cdc: Cdc) -> None
     batch = config.model_copy(
         update={"sync_config": config.sync_config.model_copy(update={"sync_mode": DataSyncMode.INCREMENTAL})}
     )
-    cdc.capture.apply(batch)
+    cdc.lifecycle.apply(batch)
 
     with cdc.db.conn.cursor() as cur:
         cur.execute("SELECT count(*) FROM pg_replication_slots WHERE slot_name = %s", [slot])
@@ -372,3 +376,78 @@ def test_leaving_real_time_mode_drops_the_slot_and_publication(cdc: Cdc) -> None
         cur.execute("SELECT count(*) FROM pg_publication WHERE pubname = %s", [slot])
         assert cur.fetchone() == (0,)
     assert cdc.captures.find(ORG, config.integration_id) is None
+
+
+def test_the_management_api_enables_reports_and_removes_a_real_time_database(
+    api: Any, harness: Any, postgres: Any, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Through the management handler: create starts the capture's workflow, sync/status shows it,
+    a database whose log we cannot read is refused, and deletion drops the slot."""
+    from tests.integration.conftest import LambdaContextStub
+    from tests.support.handlers import load_handler_module
+    from tests.support.sync import POSTGRES_URL, DatabaseUrl
+
+    monkeypatch.setenv("SYNC_STATE_MACHINE_ARN", "arn:aws:states:us-east-1:123456789012:stateMachine:sync")
+
+    url = DatabaseUrl.parse(POSTGRES_URL, 5432)
+    create_accounts(postgres, 4)
+    body = {
+        "integration_name": "warehouse",
+        "provider_name": "postgresql",
+        "base_url": url.address,
+        "status": "active",
+        "entity_mappings": {"account": f"{postgres.name}.accounts"},
+        "credentials": {
+            "credential_type": "basic_auth",
+            "username": url.user,
+            "password": "unused-password",
+            "custom_fields": {"database": url.database},
+        },
+        "sync_config": {"sync_mode": "real_time"},
+    }
+    refused = api.call(
+        "POST", "/api/integrations", body={**body, "provider_name": "mongodb", "base_url": "127.0.0.1:27017"}
+    )
+    assert refused.status == 422
+    assert refused.body["error"]["details"]["fields"][0]["field"] == "sync_config.sync_mode"
+
+    created = api.call("POST", "/api/integrations", body=body)
+    assert created.status == 201, created.body
+    integration_id = created.body["integration_id"]
+    captures = CaptureStore(boto3.client("dynamodb"), "churnguard-test-data")
+    state = captures.get("org_a", integration_id)
+    assert state.consumer_execution is not None and ":stream-consumer:" in state.consumer_execution
+    started = boto3.client("stepfunctions").describe_execution(executionArn=state.consumer_execution)
+    assert json.loads(started["input"]) == {
+        "organization_id": "org_a",
+        "stream_id": integration_id,
+        "kind": "cdc",
+        "iteration": 0,
+    }
+    status = api.call("GET", f"/api/integrations/{integration_id}/sync/status")
+    assert status.status == 200, status.body
+    assert status.body["sync_id"] is None and status.body["run"] is None
+    assert status.body["change_capture"]["phase"] == "snapshot" and status.body["change_capture"]["running"]
+
+    consumer = load_handler_module("stream_consumer")
+    consumer.capture.cache_clear()
+    turn = consumer.lambda_handler(
+        {"organization_id": "org_a", "stream_id": integration_id, "kind": "cdc", "execution": state.consumer_execution},
+        LambdaContextStub(),
+    )
+    assert turn["continue"] and turn["iteration"] == 1
+    landed = [r for r in harness.lake_records(organization_id="org_a") if r["integration_id"] == integration_id]
+    assert sorted(int(r["record_id"]) for r in landed) == [1, 2, 3, 4]
+    status = api.call("GET", f"/api/integrations/{integration_id}/sync/status").body["change_capture"]
+    assert status["phase"] == "streaming" and status["snapshots"] == 1 and status["guardian"]["risk"] == "ok"
+    slot = slot_name(integration_id)
+
+    deleted = api.call("DELETE", f"/api/integrations/{integration_id}")
+
+    assert deleted.status == 204, deleted.body
+    with postgres.conn.cursor() as cur:
+        cur.execute("SELECT count(*) FROM pg_replication_slots WHERE slot_name = %s", [slot])
+        assert cur.fetchone() == (0,)
+        cur.execute("SELECT count(*) FROM pg_publication WHERE pubname = %s", [slot])
+        assert cur.fetchone() == (0,)
+    assert captures.find("org_a", integration_id) is None

@@ -138,9 +138,9 @@ class SyncHarness:
             **{"cancel_poll_seconds": 0.0, "sleep": lambda _seconds: None, **options},
         )
 
-    def lake_records(self, area: str = "") -> list[dict[str, Any]]:
+    def lake_records(self, area: str = "", organization_id: str = ORG) -> list[dict[str, Any]]:
         records: list[dict[str, Any]] = []
-        for key in self.lake_keys(area):
+        for key in self.lake_keys(area, organization_id):
             body = self.s3.get_object(Bucket=BUCKET, Key=key)["Body"].read()
             records += [json.loads(line) for line in gzip.decompress(body).splitlines()]
         return records
@@ -150,10 +150,10 @@ class SyncHarness:
         ids = [r["record_id"] for r in self.lake_records() if r["batch_id"] == run.sync_id]
         return sorted(ids, key=lambda value: (len(value), value) if value.isdigit() else (0, value))
 
-    def lake_keys(self, area: str = "") -> list[str]:
+    def lake_keys(self, area: str = "", organization_id: str = ORG) -> list[str]:
         keys: list[str] = []
         paginator = self.s3.get_paginator("list_objects_v2")
-        for page in paginator.paginate(Bucket=BUCKET, Prefix=f"{area}org={ORG}/"):
+        for page in paginator.paginate(Bucket=BUCKET, Prefix=f"{area}org={organization_id}/"):
             keys += [item["Key"] for item in page.get("Contents", [])]
         return keys
 

@@ -81,6 +81,11 @@ SYNC_PARAMETER_ENV = {
 SYNCING_FUNCTIONS = ("ManagementFunction", "SyncTaskFunction", "EventProcessorFunction")
 # Parameters only the webhook event processor reads.
 WEBHOOK_PARAMETER_ENV = {"WebhookMaxReceiveCount": "WEBHOOK_MAX_RECEIVE_COUNT"}
+# Parameters only the continuous consumer reads: the change-log guardian's alert thresholds.
+GUARDIAN_PARAMETER_ENV = {
+    "ChangeLogAlertHoursLeft": "CDC_ALERT_HOURS_LEFT",
+    "ChangeLogAlertRetainedGiB": "CDC_ALERT_RETAINED_GB",
+}
 # Parameters that shape infrastructure only; no code reads them.
 INFRASTRUCTURE_PARAMETERS = frozenset(
     {
@@ -198,8 +203,20 @@ def test_every_variable_the_code_reads_is_set(name: str) -> None:
 
 def test_every_parameter_is_accounted_for() -> None:
     assert set(TEMPLATE["Parameters"]) == (
-        set(PARAMETER_ENV) | set(SYNC_PARAMETER_ENV) | set(WEBHOOK_PARAMETER_ENV) | INFRASTRUCTURE_PARAMETERS
+        set(PARAMETER_ENV)
+        | set(SYNC_PARAMETER_ENV)
+        | set(WEBHOOK_PARAMETER_ENV)
+        | set(GUARDIAN_PARAMETER_ENV)
+        | INFRASTRUCTURE_PARAMETERS
     )
+
+
+def test_the_guardian_alerts_at_the_stacks_thresholds_and_runs_whether_or_not_a_consumer_does() -> None:
+    env = function_env("StreamConsumerFunction")
+    for parameter, variable in GUARDIAN_PARAMETER_ENV.items():
+        assert env[variable] == {"Ref": parameter}
+    schedule = RESOURCES["StreamConsumerFunction"]["Properties"]["Events"]["ChangeLogGuardian"]
+    assert schedule["Type"] == "Schedule" and json.loads(schedule["Properties"]["Input"]) == {"action": "cdc_guardian"}
 
 
 def test_the_event_processor_knows_when_a_message_is_dead() -> None:

@@ -36,7 +36,10 @@ _INTEGRATION_ID = re.compile(r"^int_[0-9a-f]{20}$")
 
 @lru_cache(maxsize=1)
 def service() -> IntegrationService:
-    return wiring.integration_service()
+    """Integrations as the API changes them: real-time databases' change capture kept in step."""
+    from churnguard.wiring.cdc import capture_lifecycle
+
+    return wiring.integration_service(realtime=capture_lifecycle())
 
 
 def integration_id_or_404(value: str) -> str:

@@ -14,10 +14,12 @@ from churnguard.api.http import caller_organization
 from churnguard.api.integrations import integration_id_or_404
 from churnguard.api.integrations import service as integration_service
 from churnguard.connectors.base import ConnectionCheck
+from churnguard.errors import NotFoundError
 from churnguard.models import DataSyncMode, IntegrationCreateRequest, IntegrationStatus, Model, StrictModel
 from churnguard.runs import SyncHistoryPage, SyncRunView
 from churnguard.store.integrations import IntegrationFilter
 from churnguard.sync.views import SyncStarted, SyncStatusView
+from churnguard.wiring.cdc import capture_view
 
 if TYPE_CHECKING:
     from churnguard.sync.launcher import SyncLauncher
@@ -68,7 +70,16 @@ def start_sync(integration_id: str, body: Annotated[SyncRequest | None, Body()] 
 
 @router.get("/api/integrations/<integration_id>/sync/status", tags=["syncs"], summary="The latest sync's progress")
 def sync_status(integration_id: str) -> SyncStatusView:
-    return launcher().status(caller_organization(router), integration_id_or_404(integration_id))
+    organization_id = caller_organization(router)
+    integration_id = integration_id_or_404(integration_id)
+    capture = capture_view(organization_id, integration_id)
+    try:
+        latest = launcher().status(organization_id, integration_id)
+    except NotFoundError:
+        if capture is None:
+            raise
+        return SyncStatusView.capture_only(integration_id, capture)
+    return latest.model_copy(update={"change_capture": capture})
 
 
 @router.get("/api/integrations/<integration_id>/syncs", tags=["syncs"], summary="Sync history, newest first")

@@ -32,14 +32,13 @@ import orjson
 from churnguard.cdc_models import (
     CapturePhase,
     CaptureState,
-    CaptureView,
     GuardianReading,
     LogRisk,
 )
 from churnguard.connectors.base import Connector, SourceError, Stream, TransientSourceError
 from churnguard.connectors.changes import ChangeLog, LogBatch, LoggedChange
 from churnguard.continuous import TURNS_PER_EXECUTION, ConsumerKind, ConsumerWorkflow, TurnOutcome
-from churnguard.errors import ConflictError, NotFoundError
+from churnguard.errors import NotFoundError
 from churnguard.integrations import IntegrationService
 from churnguard.models import DataSyncMode, IntegrationConfiguration, IntegrationCredentials, IntegrationStatus
 from churnguard.pipeline.core import CHANGE_CURSOR, CHANGE_TIME, Batch, StreamPipeline, build_pipeline
@@ -53,7 +52,6 @@ logger = logging.getLogger(__name__)
 
 RECHECK_SECONDS = 5.0
 READ_WAIT_SECONDS = 1.0
-_SAVE_ATTEMPTS = 5
 
 OpenLog = Callable[[IntegrationConfiguration, IntegrationCredentials], tuple[Connector, ChangeLog]]
 
@@ -67,7 +65,7 @@ class GuardianThresholds:
 
 
 # An integration in these states is not read: its consumer stops and its position is kept.
-_IDLE = frozenset({IntegrationStatus.INACTIVE, IntegrationStatus.PAUSED, IntegrationStatus.AUTHENTICATION_FAILED})
+IDLE = frozenset({IntegrationStatus.INACTIVE, IntegrationStatus.PAUSED, IntegrationStatus.AUTHENTICATION_FAILED})
 
 
 def captures_changes(config: IntegrationConfiguration) -> bool:
@@ -102,52 +100,6 @@ class ChangeCapture:
         self._activity = activity
         self._thresholds = thresholds
         self._clock = clock
-
-    # ------------------------------------------------------------------ lifecycle
-    def apply(self, config: IntegrationConfiguration) -> None:
-        """Makes the capture match the integration: a consumer running while it is a real-time
-        database integration and not idle (inactive, paused, refused login); stopped, its position
-        kept, while idle; released (slot and publication dropped) when it leaves real-time mode."""
-        state = self._captures.find(config.organization_id, config.integration_id)
-        if not captures_changes(config):
-            if state is not None:
-                self.remove(config)
-            return
-        if config.status in _IDLE:
-            if state is not None and state.consumer_execution:
-                self._workflow.stop(state.consumer_execution, "the integration was paused")
-                self._update(config, consumer_execution=None)
-            return
-        if state is None:
-            state = self._captures.save(
-                CaptureState(organization_id=config.organization_id, integration_id=config.integration_id)
-            )
-        if state.consumer_execution is None:
-            execution = self._workflow.start(config.organization_id, config.integration_id, ConsumerKind.CHANGES)
-            self._update(config, consumer_execution=execution, problems=[])
-
-    def remove(self, config: IntegrationConfiguration) -> None:
-        """Stops the consumer and drops what the server keeps for us; the integration was deleted
-        or left real-time mode. A server that cannot be reached keeps its slot, which is logged:
-        its WAL then grows until someone drops it."""
-        state = self._captures.find(config.organization_id, config.integration_id)
-        if state is None:
-            return
-        if state.consumer_execution:
-            self._workflow.stop(state.consumer_execution, "the integration left real-time mode")
-        self._captures.delete(config.organization_id, config.integration_id)
-        try:
-            credentials = self._service.load_credentials(config.organization_id, config.integration_id)
-            _, log = self._open_log(config, credentials)
-            try:
-                log.release()
-            finally:
-                log.close()
-        except Exception as exc:
-            logger.error(
-                "could not drop the integration's replication slot; drop it on the server",
-                extra={"integration_id": config.integration_id, "error": type(exc).__name__},
-            )
 
     # ------------------------------------------------------------------ a turn
     def turn(
@@ -196,7 +148,7 @@ class ChangeCapture:
             config = self._integrations.get(organization_id, integration_id)
         except NotFoundError:
             return None, "the integration was deleted"
-        if not captures_changes(config) or config.status in _IDLE:
+        if not captures_changes(config) or config.status in IDLE:
             return None, "the integration is idle or not real-time"
         return config, ""
 
@@ -217,6 +169,22 @@ class ChangeCapture:
             return self._guard(config, log, state).guardian
         finally:
             log.close()
+
+    def guard_all(self, organization_ids: Iterable[str]) -> list[tuple[IntegrationConfiguration, GuardianReading]]:
+        """Measures every real-time integration of these organisations; one that cannot be
+        measured (its server is down) is logged and the rest still are."""
+        readings = []
+        for organization_id in organization_ids:
+            for state in self._captures.for_organization(organization_id):
+                try:
+                    config = self._integrations.get(organization_id, state.integration_id)
+                    reading = self.guard(config)
+                except Exception:
+                    logger.exception("the guardian could not measure", extra={"integration_id": state.integration_id})
+                    continue
+                if reading is not None:
+                    readings.append((config, reading))
+        return readings
 
     def _guard(self, config: IntegrationConfiguration, log: ChangeLog, state: CaptureState) -> CaptureState:
         server = log.state()
@@ -442,38 +410,7 @@ class ChangeCapture:
         self._activity.add(self._activity.day_update(config.organization_id, config.integration_id, tally))
 
     def _update(self, config: IntegrationConfiguration, **changes: Any) -> CaptureState:
-        """Saves `changes` onto the latest state (the API and a turn both write it)."""
-        for attempt in range(_SAVE_ATTEMPTS):
-            state = self._captures.get(config.organization_id, config.integration_id)
-            try:
-                return self._captures.save(state.model_copy(update=changes))
-            except ConflictError:
-                if attempt == _SAVE_ATTEMPTS - 1:
-                    raise
-        raise AssertionError("unreachable")
-
-    # ------------------------------------------------------------------ what the API shows
-    def view(self, organization_id: str, integration_id: str) -> CaptureView | None:
-        state = self._captures.find(organization_id, integration_id)
-        if state is None:
-            return None
-        checkpoint: Checkpoint = self._checkpoints.checkpoint(CHECKPOINT_SCOPE, integration_id)
-        lag = None
-        if state.last_change_at is not None and state.guardian is not None:
-            lag = max(0.0, (state.guardian.measured_at - state.last_change_at).total_seconds())
-        return CaptureView(
-            phase=state.phase,
-            running=state.consumer_execution is not None,
-            position=checkpoint.position,
-            snapshots=state.snapshots,
-            snapshot_finished_at=state.snapshot_finished_at,
-            changes_landed=state.changes_landed,
-            last_change_at=state.last_change_at,
-            lag_seconds=lag,
-            problems=state.problems,
-            guardian=state.guardian,
-            notes=state.notes,
-        )
+        return self._captures.update(config.organization_id, config.integration_id, **changes)
 
 
 def _part(

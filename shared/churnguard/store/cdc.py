@@ -17,6 +17,7 @@ from churnguard.store.paging import every_item
 
 CDC_PREFIX = "CDC#"
 CHECKPOINT_SCOPE = "cdc"
+_SAVE_ATTEMPTS = 5
 
 
 def capture_key(organization_id: str, integration_id: str) -> dict[str, dict[str, str]]:
@@ -63,6 +64,18 @@ class CaptureStore:
                 "the capture's state was changed meanwhile", {"integration_id": state.integration_id}
             ) from None
         return saved
+
+    def update(self, organization_id: str, integration_id: str, **changes: Any) -> CaptureState:
+        """Saves `changes` onto the latest state, read again after a concurrent save (the API and
+        a turn both write it, each its own fields)."""
+        for attempt in range(_SAVE_ATTEMPTS):
+            state = self.get(organization_id, integration_id)
+            try:
+                return self.save(state.model_copy(update=changes))
+            except ConflictError:
+                if attempt == _SAVE_ATTEMPTS - 1:
+                    raise
+        raise AssertionError("unreachable")
 
     def delete(self, organization_id: str, integration_id: str) -> None:
         self._db.delete_item(TableName=self._table, Key=capture_key(organization_id, integration_id))

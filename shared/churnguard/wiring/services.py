@@ -9,7 +9,7 @@ from typing import TYPE_CHECKING
 from churnguard import aws
 from churnguard.config import env_str, kms_key_id, table_name
 from churnguard.crypto import CredentialCipher
-from churnguard.integrations import IntegrationService
+from churnguard.integrations import IntegrationService, RealtimeHook
 from churnguard.models import (
     DataSyncMode,
     IntegrationConfiguration,
@@ -27,8 +27,9 @@ if TYPE_CHECKING:
     from churnguard.webhooks.service import DeadLetterService, WebhookEndpointService
 
 
-def integration_service() -> IntegrationService:
-    """Integrations on this function's table and key, scheduling syncs where a group is set."""
+def integration_service(realtime: RealtimeHook | None = None) -> IntegrationService:
+    """Integrations on this function's table and key, scheduling syncs where a group is set;
+    `realtime` keeps real-time databases' change capture in step (the management API's)."""
     scheduler = None
     if os.environ.get("SYNC_SCHEDULE_GROUP"):
         from churnguard.sync.schedules import SyncScheduler
@@ -43,6 +44,7 @@ def integration_service() -> IntegrationService:
         IntegrationStore(aws.client("dynamodb"), table_name()),
         CredentialCipher(aws.client("kms"), kms_key_id()),
         scheduler,
+        realtime,
     )
 
 
