@@ -187,7 +187,8 @@ class ChangeCapture:
         return readings
 
     def _guard(self, config: IntegrationConfiguration, log: ChangeLog, state: CaptureState) -> CaptureState:
-        server = log.state()
+        position = self._checkpoints.checkpoint(CHECKPOINT_SCOPE, config.integration_id).position
+        server = log.state(position)
         now = datetime.fromtimestamp(self._clock(), UTC)
         before = state.guardian
         rate = before.write_rate_bytes_per_second if before is not None else None

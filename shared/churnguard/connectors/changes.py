@@ -72,8 +72,8 @@ class ChangeLog(Protocol):
     def problems(self, streams: list[Stream]) -> list[str]:
         """What keeps the server from streaming these tables' changes, each with the fix."""
 
-    def state(self) -> LogState:
-        """What the server holds for us now."""
+    def state(self, position: str | None) -> LogState:
+        """What the server holds for us now, given the position we have landed up to."""
 
     def snapshot(self, streams: list[Stream], page_size: int) -> Iterator[tuple[Stream, list[dict[str, Any]]]]:
         """Creates our position in the log and reads every table as of exactly that position,

@@ -38,7 +38,7 @@ PROVIDERS: Mapping[str, Provider] = {
     provider.name: provider
     for provider in (
         Provider("postgresql", source="PostgresConnector", changes="PostgresChangeLog"),
-        Provider("mysql", source="MySqlConnector"),
+        Provider("mysql", source="MySqlConnector", changes="MySqlChangeLog"),
         Provider("mongodb", source="MongoConnector"),
         # Incremental syncs read /v1/events, which Stripe keeps for 30 days; past that a sync reads
         # everything again and deletions in between are not seen.

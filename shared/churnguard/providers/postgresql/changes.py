@@ -245,7 +245,9 @@ class PostgresChangeLog:
         self._rows("SELECT pg_logical_emit_message(false, 'churnguard_heartbeat', '')")
 
     # ------------------------------------------------------------------ guardian
-    def state(self) -> LogState:
+    def state(self, position: str | None = None) -> LogState:
+        """The slot's retained WAL (what the server keeps for us, from the slot's own record;
+        `position` is not needed), and how much more it may keep (max_slot_wal_keep_size)."""
         rows = self._rows(
             "SELECT s.wal_status, s.safe_wal_size, pg_current_wal_lsn() - s.restart_lsn,"
             " pg_current_wal_lsn() - '0/0'::pg_lsn, s.confirmed_flush_lsn"
