@@ -13,6 +13,7 @@ import threading
 import time
 from collections import Counter
 from collections.abc import Iterator
+from dataclasses import replace
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
@@ -25,6 +26,7 @@ from churnguard.cdc.views import capture_view
 from churnguard.cdc_models import CapturePhase, LogRisk
 from churnguard.models import DataSyncMode, IntegrationStatus, ProviderName
 from churnguard.providers.postgresql.changes import slot_name
+from churnguard.providers.registry import PROVIDERS
 from churnguard.store.cdc import CHECKPOINT_SCOPE, CaptureStore
 from churnguard.store.streams import StreamStore
 from tests.support.cdc import Cdc, latest, once_each
@@ -332,6 +334,8 @@ def test_the_management_api_enables_reports_and_removes_a_real_time_database(
         },
         "sync_config": {"sync_mode": "real_time"},
     }
+    # A database whose log no code reads yet is refused real-time mode.
+    monkeypatch.setitem(PROVIDERS, "mongodb", replace(PROVIDERS["mongodb"], changes=None))
     refused = api.call(
         "POST", "/api/integrations", body={**body, "provider_name": "mongodb", "base_url": "127.0.0.1:27017"}
     )

@@ -11,7 +11,7 @@ import boto3
 from churnguard.cdc.capture import ChangeCapture, GuardianThresholds
 from churnguard.cdc.lifecycle import CaptureLifecycle
 from churnguard.continuous import ConsumerWorkflow
-from churnguard.models import IntegrationConfiguration, ProviderName
+from churnguard.models import IntegrationConfiguration, IntegrationCredentials, ProviderName
 from churnguard.store.activity import ActivityStore
 from churnguard.store.cdc import CaptureStore
 from churnguard.store.streams import StreamStore
@@ -49,14 +49,18 @@ class Cdc:
         self.lifecycle = CaptureLifecycle(self.captures, harness.service, ConsumerWorkflow(sfn, machine))
         self.config: IntegrationConfiguration | None = None
 
-    def register(self, entities: dict[str, str], **sync: Any) -> IntegrationConfiguration:
+    def register(
+        self, entities: dict[str, str], login: IntegrationCredentials | None = None, **sync: Any
+    ) -> IntegrationConfiguration:
+        """Registers and enables the integration (`login`: credentials other than the database's
+        user and password)."""
         url = self.db.url
         user, password = self.db.login or (url.user, url.password)
         database = self.db.name if self.provider is ProviderName.MYSQL else url.database
         self.config = self.harness.register(
             self.provider,
             url.address,
-            credentials(user, password, database),
+            login or credentials(user, password, database),
             entities,
             sync_config={"sync_mode": "real_time", "batch_size": 500, **sync},
             status="active",

@@ -36,7 +36,7 @@ from churnguard.cdc_models import (
     LogRisk,
 )
 from churnguard.connectors.base import Connector, SourceError, Stream, TransientSourceError
-from churnguard.connectors.changes import ChangeLog, LogBatch, LoggedChange
+from churnguard.connectors.changes import ChangeLog, LogBatch, LoggedChange, PositionLost
 from churnguard.continuous import TURNS_PER_EXECUTION, ConsumerKind, ConsumerWorkflow, TurnOutcome
 from churnguard.errors import NotFoundError
 from churnguard.integrations import IntegrationService
@@ -129,7 +129,11 @@ class ChangeCapture:
             state = self._guard(config, log, self._captures.get(organization_id, integration_id))
             if state.phase is CapturePhase.SNAPSHOT:
                 state = self._snapshot(config, connector, log, streams, state)
-            landed = self._stream(config, connector, log, streams, execution, deadline)
+            try:
+                landed = self._stream(config, connector, log, streams, execution, deadline)
+            except PositionLost as exc:  # found on reading, before the guardian saw it
+                self._lost(config, state, str(exc))
+                return TurnOutcome(True, iteration + 1)
             self._guard(config, log, self._captures.get(organization_id, integration_id))
         finally:
             log.close()
@@ -218,14 +222,20 @@ class ChangeCapture:
             detail=server.detail,
             head=server.head,
         )
-        changes: dict[str, Any] = {"guardian": reading}
-        if risk is not LogRisk.OK:
-            self._alert(config, "log_lost" if risk is LogRisk.LOST else "log_at_risk")
+        state = self._update(config, guardian=reading)
+        if risk is LogRisk.AT_RISK:
+            self._alert(config, "log_at_risk")
         if risk is LogRisk.LOST:
-            message = f"the position in the log was lost ({server.detail}); every table is snapshotted again"
-            logger.error("change data capture lost its position", extra={"integration_id": config.integration_id})
-            changes.update(phase=CapturePhase.SNAPSHOT, notes=state.noted(now, message))
-        return self._update(config, **changes)
+            state = self._lost(config, state, server.detail)
+        return state
+
+    def _lost(self, config: IntegrationConfiguration, state: CaptureState, detail: str) -> CaptureState:
+        """Never resumes silently: notes it, alerts, and snapshots every table again."""
+        now = datetime.fromtimestamp(self._clock(), UTC)
+        self._alert(config, "log_lost")
+        logger.error("change data capture lost its position", extra={"integration_id": config.integration_id})
+        message = f"the position in the log was lost ({detail}); every table is snapshotted again"
+        return self._update(config, phase=CapturePhase.SNAPSHOT, notes=state.noted(now, message))
 
     def _alert(self, config: IntegrationConfiguration, problem: str) -> None:
         """Counts the problem where the dashboard's cdc_log alert reads it."""
@@ -301,6 +311,8 @@ class ChangeCapture:
                 if batch.changes:
                     count, seen = self._land(config, connector, batch, seen, pipelines)
                     landed += count
+                elif batch.reached is not None and (seen.position is None or batch.reached > seen.position):
+                    seen = self._checkpoints.advance(CHECKPOINT_SCOPE, config.integration_id, seen, batch.reached)
                 if batch.confirmable is not None:
                     session.confirm(batch.confirmable)
                 else:

@@ -33,10 +33,19 @@ class LoggedChange:
 @dataclass
 class LogBatch:
     """Changes in log order, and the log position the source may be told is safe once they (and
-    everything before them) landed: the end of the last whole transaction among them, or None."""
+    everything before them) landed: the end of the last whole transaction among them, or None.
+    `reached`: with no changes, a position the log has moved to with nothing of ours before it,
+    which the capture records so an idle integration does not fall behind the log's retention
+    (MongoDB's resume token; a slot moves on its own)."""
 
     changes: list[LoggedChange] = field(default_factory=list)
     confirmable: Any = None
+    reached: str | None = None
+
+
+class PositionLost(Exception):
+    """The server no longer has the log at our position (an invalidated slot, purged binary logs,
+    an oplog that rolled past our resume token): the capture snapshots again."""
 
 
 @dataclass(frozen=True)

@@ -39,7 +39,7 @@ PROVIDERS: Mapping[str, Provider] = {
     for provider in (
         Provider("postgresql", source="PostgresConnector", changes="PostgresChangeLog"),
         Provider("mysql", source="MySqlConnector", changes="MySqlChangeLog"),
-        Provider("mongodb", source="MongoConnector"),
+        Provider("mongodb", source="MongoConnector", changes="MongoChangeLog"),
         # Incremental syncs read /v1/events, which Stripe keeps for 30 days; past that a sync reads
         # everything again and deletions in between are not seen.
         Provider("stripe", source="StripeConnector", webhooks=True, change_retention_seconds=30 * 86_400),

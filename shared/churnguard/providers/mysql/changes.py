@@ -11,8 +11,10 @@ from datetime import UTC, datetime
 from hashlib import blake2b
 from typing import Any
 
+import pymysql
+
 from churnguard.connectors.base import CheckStatus, Position, SourceError, Stream
-from churnguard.connectors.changes import LogBatch, LoggedChange, LogState
+from churnguard.connectors.changes import LogBatch, LoggedChange, LogState, PositionLost
 from churnguard.pipeline.core import CHANGE_CURSOR, CHANGE_TIME
 from churnguard.pipeline.encoding import loads_exact
 from churnguard.pipeline.records import Operation
@@ -21,6 +23,7 @@ from churnguard.providers.mysql.source import CONNECT_TIMEOUT_S, MySqlConnector
 logger = logging.getLogger(__name__)
 
 HEARTBEAT_SECONDS = 1.0  # the server's heartbeat while idle: how often a read looks at its deadline
+_LOG_UNAVAILABLE = 1236  # ER_MASTER_FATAL_ERROR_READING_BINLOG: e.g. the file was purged
 _FILE_NUMBER = re.compile(r"^(.*)\.(\d+)$")
 _DDL = re.compile(r"^\s*(ALTER|CREATE|DROP|RENAME|TRUNCATE)\b", re.IGNORECASE)
 _TRUNCATE = re.compile(r"^\s*TRUNCATE\s+(?:TABLE\s+)?`?(?:([^`.\s]+)`?\.`?)?([^`\s;]+)`?", re.IGNORECASE)
@@ -288,7 +291,14 @@ class MySqlSession:
         reader = self._reader
         while len(batch.changes) < max_changes:
             before = (_file_number(reader.log_file), reader.log_pos) if reader.log_file else (0, 0)
-            event = reader.fetchone()
+            try:
+                event = reader.fetchone()
+            except pymysql.err.OperationalError as exc:
+                if exc.args and exc.args[0] == _LOG_UNAVAILABLE:
+                    raise PositionLost(
+                        f"the server cannot send the binary log from our position: {exc.args[-1]}"
+                    ) from None
+                raise
             if event is None:
                 break
             if isinstance(event, GtidEvent | MariadbGtidEvent):

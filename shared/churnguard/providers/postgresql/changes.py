@@ -17,7 +17,7 @@ import psycopg2.extras
 from psycopg2 import sql
 
 from churnguard.connectors.base import CheckStatus, Position, SourceError, Stream
-from churnguard.connectors.changes import LogBatch, LoggedChange, LogState
+from churnguard.connectors.changes import LogBatch, LoggedChange, LogState, PositionLost
 from churnguard.connectors.pgoutput import UNCHANGED, Begin, Change, Commit, PgOutputDecoder, Relation, Truncate
 from churnguard.pipeline.core import CHANGE_CURSOR, CHANGE_TIME
 from churnguard.pipeline.encoding import loads_exact
@@ -232,11 +232,15 @@ class PostgresChangeLog:
     def open(self, streams: list[Stream], after: str | None) -> PostgresSession:
         replication = self._replication()
         cur = replication.cursor()
-        cur.start_replication(
-            slot_name=self._slot,
-            decode=False,
-            options={"proto_version": "1", "publication_names": self._slot},
-        )
+        try:
+            cur.start_replication(
+                slot_name=self._slot,
+                decode=False,
+                options={"proto_version": "1", "publication_names": self._slot},
+            )
+        except (psycopg2.errors.UndefinedObject, psycopg2.errors.ObjectNotInPrerequisiteState) as exc:
+            replication.close()
+            raise PositionLost(f"replication slot {self._slot}: {exc.pgerror or exc}".strip()) from None
         return PostgresSession(replication, cur, streams, self._heartbeat, self._heartbeat_seconds)
 
     def _heartbeat(self) -> None:
