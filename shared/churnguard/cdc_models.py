@@ -79,3 +79,34 @@ class CaptureView(Model):
     problems: list[str]
     guardian: GuardianReading | None
     notes: list[CaptureNote]
+
+
+class CaptureSummary(Model):
+    """What the dashboard shows of a real-time database integration's change capture."""
+
+    phase: CapturePhase
+    running: bool
+    risk: LogRisk | None = Field(description="the guardian's last reading; null before the first")
+    retained_bytes: int | None
+    seconds_left: float | None
+    measured_at: datetime | None
+    changes_landed: int
+    last_change_at: datetime | None
+    problems: list[str]
+    last_note: str | None
+
+    @classmethod
+    def of(cls, state: CaptureState) -> CaptureSummary:
+        reading = state.guardian
+        return cls(
+            phase=state.phase,
+            running=state.consumer_execution is not None,
+            risk=reading.risk if reading else None,
+            retained_bytes=reading.retained_bytes if reading else None,
+            seconds_left=reading.seconds_left if reading else None,
+            measured_at=reading.measured_at if reading else None,
+            changes_landed=state.changes_landed,
+            last_change_at=state.last_change_at,
+            problems=state.problems,
+            last_note=state.notes[0].message if state.notes else None,
+        )

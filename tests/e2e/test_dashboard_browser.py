@@ -245,3 +245,47 @@ def test_the_dashboard_in_a_real_browser(
     origin = tenant.base_url
     assert all(seen.startswith(origin) for seen in requests_seen), "everything loads from the same origin"
     context.close()
+
+
+@pytest.mark.timeout(300)
+def test_a_real_time_database_shows_its_change_capture(
+    cloud: Any, new_tenant: Any, database: tuple[DatabaseUrl, str], browser: Any, tmp_path: Path
+) -> None:
+    """The guardian's figures on the integration page: what the database holds for us."""
+    from playwright.sync_api import expect
+
+    from tests.e2e.conftest import register_postgres
+
+    tenant: Tenant = new_tenant(f"org_ui_{secrets.token_hex(4)}")
+    url, schema = database
+    conn = psycopg2.connect(host=url.host, port=url.port, user=url.user, dbname=url.database)
+    conn.autocommit = True
+    with conn.cursor() as cur:
+        cur.execute(f'ALTER TABLE "{schema}".customers REPLICA IDENTITY FULL')
+    integration_id = register_postgres(tenant, {"customer": f"{schema}.customers"})
+    try:
+        switched = tenant.request(
+            "PATCH", f"/api/integrations/{integration_id}", json={"sync_config": {"sync_mode": "real_time"}}
+        )
+        assert switched.status_code == 200, switched.text
+
+        def measured() -> bool:
+            status = tenant.request("GET", f"/api/integrations/{integration_id}/sync/status").json()
+            guardian = (status.get("change_capture") or {}).get("guardian") or {}
+            return guardian.get("retained_bytes") is not None
+
+        wait_until(measured, "the guardian's first reading")
+        page = browser.new_context(viewport={"width": 1280, "height": 900}).new_page()
+        page.goto(f"{tenant.base_url}/dashboard")
+        page.fill("#api-key", tenant.api_key)
+        page.keyboard.press("Enter")
+        page.locator("#metrics").wait_for()
+        page.goto(f"{tenant.base_url}/dashboard#/integration/{integration_id}")
+        figures = page.locator("#change-capture-figures")
+        expect(figures).to_contain_text("streaming", timeout=WAIT_MS)
+        expect(figures).to_contain_text("0 changes landed")  # the 2,000 rows came in the snapshot
+        expect(figures).to_contain_text("of log held for us")
+        page.screenshot(path=tmp_path / "change-capture.png", full_page=True)
+    finally:
+        tenant.request("DELETE", f"/api/integrations/{integration_id}")
+        conn.close()

@@ -11,6 +11,7 @@ from typing import Any
 import boto3
 import pytest
 
+from churnguard.cdc_models import CapturePhase, CaptureState, GuardianReading, LogRisk
 from churnguard.crypto import CredentialCipher
 from churnguard.dashboard.alerts import (
     AlertEvaluator,
@@ -20,15 +21,17 @@ from churnguard.dashboard.alerts import (
     organization_notifiers,
 )
 from churnguard.dashboard.service import DashboardService
+from churnguard.models import ProviderName
 from churnguard.runs import RunHistory, RunOutcome, SyncStatus
 from churnguard.store.activity import ActivityStore
 from churnguard.store.alerts import AlertStore
+from churnguard.store.cdc import CaptureStore
 from churnguard.store.organizations import OrganizationStore
 from churnguard.store.webhooks import WebhookStore
 from tests.integration.test_dashboard import failed_sync
 from tests.integration.test_sync_postgres import create_customers, register
 from tests.support.fake_api import FakeApi, Reply, Seen, route
-from tests.support.sync import ORG, sync
+from tests.support.sync import ORG, credentials, sync
 
 
 class ChatWebhook(FakeApi):
@@ -90,6 +93,7 @@ def _evaluator(aws: dict[str, Any], harness: Any, clock: Clock, topic: str) -> A
         webhooks=WebhookStore(dynamodb, table),
         activity=activity,
         alerts=alerts,
+        captures=CaptureStore(dynamodb, table),
         clock=clock,
     )
     settings = AlertSettingsService(alerts, CredentialCipher(aws["kms"], aws["key_arn"]), allow_plain_http=True)
@@ -346,6 +350,68 @@ def test_a_stream_that_quarantines_or_misses_sequence_numbers_alerts_and_resolve
     clock.now += 2 * 3600
     assert evaluator.evaluate(ORG) == (0, 1)
     assert [m["transition"] for m in received()] == ["opened", "resolved"]
+
+
+def test_a_real_time_database_whose_log_is_at_risk_or_lost_alerts(
+    aws: dict[str, Any], api: Any, harness: Any, sns_messages: Any
+) -> None:
+    """The guardian's reading decides: at risk while the database holds too much for too long,
+    critical for an hour after a lost position, and resolved once the figures are back."""
+    topic, received = sns_messages
+    clock = Clock()
+    evaluator = _evaluator(aws, harness, clock, topic)
+    config = harness.register(
+        ProviderName.POSTGRESQL,
+        "127.0.0.1:5432",
+        credentials("reader", "secret-password", "app"),
+        {"account": "public.accounts"},
+        name="Billing database",
+        sync_config={"sync_mode": "real_time"},
+        status="active",
+    )
+    captures = CaptureStore(aws["dynamodb"], aws["table"])
+    now = datetime.fromtimestamp(clock.now, UTC)
+
+    def reading(risk: LogRisk, retained: int, left: float | None) -> GuardianReading:
+        return GuardianReading(
+            measured_at=now,
+            retained_bytes=retained,
+            safe_bytes=None,
+            write_rate_bytes_per_second=None,
+            seconds_left=left,
+            risk=risk,
+            detail="slot",
+        )
+
+    state = captures.save(
+        CaptureState(
+            organization_id=ORG,
+            integration_id=config.integration_id,
+            phase=CapturePhase.STREAMING,
+            guardian=reading(LogRisk.AT_RISK, 12 * 1024**3, 3 * 3600.0),
+        )
+    )
+    assert evaluator.evaluate(ORG) == (1, 0)
+    (alert,) = api.call("GET", "/api/dashboard/alerts", org=ORG).body["items"]
+    assert alert["rule"] == "change_capture" and alert["severity"] == "critical"
+    assert (
+        alert["message"]
+        == "Billing database: it holds 12.0 GiB of log for us; about 3 h until it would drop our position"
+    )
+    summary = api.call("GET", "/api/dashboard/integrations", org=ORG).body["items"][0]
+    assert summary["health"]["time_to_data_loss_seconds"] == 3 * 3600.0
+    assert summary["change_capture"]["retained_bytes"] == 12 * 1024**3
+
+    state = captures.save(state.model_copy(update={"guardian": reading(LogRisk.OK, 1024, None)}))
+    assert evaluator.evaluate(ORG) == (0, 1)
+    activity = ActivityStore(aws["dynamodb"], aws["table"], clock=clock)
+    activity.add(activity.hour_update(ORG, {f"cdc#{config.integration_id}#log_lost": 1}))
+    assert evaluator.evaluate(ORG) == (1, 0)
+    lost = [a for a in api.call("GET", "/api/dashboard/alerts", org=ORG).body["items"] if a["state"] == "open"]
+    assert "no longer had our position" in lost[0]["message"]
+    clock.now += 2 * 3600
+    assert evaluator.evaluate(ORG) == (0, 1)
+    assert [m["transition"] for m in received()] == ["opened", "resolved", "opened", "resolved"]
 
 
 def test_every_integration_rule_names_its_condition() -> None:

@@ -21,6 +21,7 @@ from urllib.parse import urlsplit
 
 from pydantic import Field, StringConstraints
 
+from churnguard.cdc_models import LogRisk
 from churnguard.crypto import CredentialCipher
 from churnguard.dashboard.service import DashboardService, IntegrationSummary
 from churnguard.errors import ValidationFailedError
@@ -33,7 +34,15 @@ from churnguard.store.organizations import OrganizationStore
 logger = logging.getLogger(__name__)
 
 Rule = Literal[
-    "sync_failed", "stale", "auth_failed", "dead_letters", "quota", "data_loss", "signature_failures", "stream_problems"
+    "sync_failed",
+    "stale",
+    "auth_failed",
+    "dead_letters",
+    "quota",
+    "data_loss",
+    "signature_failures",
+    "stream_problems",
+    "change_capture",
 ]
 RULES: tuple[Rule, ...] = (
     "sync_failed",
@@ -44,6 +53,7 @@ RULES: tuple[Rule, ...] = (
     "data_loss",
     "signature_failures",
     "stream_problems",
+    "change_capture",
 )
 AlertState = Literal["open", "acknowledged", "resolved"]
 Severity = Literal["warning", "critical"]
@@ -234,14 +244,7 @@ def conditions(
         quota_known = health["quota"].score is not None
         if item.quota is not None and quota_known and item.quota.share * 100 >= settings.quota_percent:
             add("quota", subject, subject, "warning", f"{name}: {health['quota'].detail}")
-        left = item.health.time_to_data_loss_seconds
-        if left is not None and left < settings.data_loss_hours * 3600:
-            when = (
-                "changes may already be lost"
-                if left <= 0
-                else f"about {left / 3600:.0f} h until changes start to expire"
-            )
-            add("data_loss", subject, subject, "critical", f"{name}: no successful sync in time; {when} at the source")
+        _data_loss_conditions(item, hours, settings, now, add)
     since = hour_key(now - timedelta(hours=1))
     providers = {name.split("#")[1] for counts in hours.values() for name in counts if name.startswith("wh#")}
     for provider in sorted(providers):
@@ -273,6 +276,53 @@ def conditions(
                 f"{names.get(stream_id, stream_id)}: {what} in the last hour",
             )
     return found
+
+
+def _data_loss_conditions(
+    item: IntegrationSummary,
+    hours: dict[str, dict[str, int]],
+    settings: AlertSettings,
+    now: datetime,
+    add: Callable[[Rule, str, str | None, Severity, str], None],
+) -> None:
+    """Changes about to expire at the source before a sync reads them (data_loss); for a
+    real-time database (change_capture), its log's position lost in the last hour, at risk, or
+    the server not set up for change data capture."""
+    name, subject = item.integration_name, item.integration_id
+    capture = item.change_capture
+    if capture is None:
+        left = item.health.time_to_data_loss_seconds
+        if left is not None and left < settings.data_loss_hours * 3600:
+            when = (
+                "changes may already be lost"
+                if left <= 0
+                else f"about {left / 3600:.0f} h until changes start to expire"
+            )
+            add("data_loss", subject, subject, "critical", f"{name}: no successful sync in time; {when} at the source")
+        return
+    lost = total(hours, f"cdc#{subject}#log_lost", hour_key(now - timedelta(hours=1)))
+    left = item.health.time_to_data_loss_seconds
+    retained = capture.retained_bytes
+    if lost or capture.risk is LogRisk.LOST:
+        add(
+            "change_capture",
+            subject,
+            subject,
+            "critical",
+            f"{name}: the database no longer had our position in its log; every table was snapshotted again",
+        )
+    elif capture.risk is LogRisk.AT_RISK or (left is not None and left < settings.data_loss_hours * 3600):
+        held = f"it holds {retained / 1024**3:.1f} GiB of log for us" if retained is not None else "its log grows"
+        when = f"; about {left / 3600:.0f} h until it would drop our position" if left is not None else ""
+        add("change_capture", subject, subject, "critical", f"{name}: {held}{when}")
+    elif capture.problems:
+        add(
+            "change_capture",
+            subject,
+            subject,
+            "warning",
+            f"{name}: not set up for change data capture: {capture.problems[0]}",
+        )
 
 
 class AlertEvaluator:

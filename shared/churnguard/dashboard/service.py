@@ -11,12 +11,14 @@ from datetime import UTC, datetime, timedelta
 
 from pydantic import Field
 
+from churnguard.cdc_models import CaptureState, CaptureSummary, LogRisk
 from churnguard.dashboard.health import IntegrationHealth, assess, organization_score
 from churnguard.models import IntegrationConfiguration, IntegrationStatus, Model
 from churnguard.resilience import BreakerState
 from churnguard.runs import EntityActivity, QuotaUsage, RunHistory, SyncRun, SyncRunView, SyncStatus, wants_schedule
 from churnguard.store.activity import ActivityStore, hour_key, total
 from churnguard.store.alerts import AlertStore
+from churnguard.store.cdc import CaptureStore
 from churnguard.store.circuit_breakers import CircuitBreakerStore
 from churnguard.store.integrations import IntegrationStore
 from churnguard.store.run_history import RunHistoryStore
@@ -59,6 +61,9 @@ class IntegrationSummary(Model):
     dead_letters: int
     quota: QuotaUsage | None
     running_sync_id: str | None
+    change_capture: CaptureSummary | None = Field(
+        default=None, description="a real-time database's change capture and the guardian's figures"
+    )
 
 
 class IntegrationSummaries(Model):
@@ -145,8 +150,10 @@ class DashboardService:
         webhooks: WebhookStore,
         activity: ActivityStore,
         alerts: AlertStore,
+        captures: CaptureStore | None = None,
         clock: Callable[[], float] = time.time,
     ) -> None:
+        self._captures = captures
         self._integrations = integrations
         self._histories = histories
         self._breakers = breakers
@@ -160,9 +167,14 @@ class DashboardService:
         return datetime.fromtimestamp(self._clock(), UTC)
 
     def summaries(self, organization_id: str) -> IntegrationSummaries:
-        """Every integration's summary: five queries, whatever the number of integrations."""
+        """Every integration's summary: six queries, whatever the number of integrations."""
         now = self.now()
         configs = self._integrations.all(organization_id)
+        captures = (
+            {state.integration_id: state for state in self._captures.for_organization(organization_id)}
+            if self._captures is not None
+            else {}
+        )
         histories = self._histories.all(organization_id)
         breakers = self._breakers.all(organization_id)
         running = self._syncs.running_by_integration(organization_id, self._clock())
@@ -175,6 +187,7 @@ class DashboardService:
                 dead.get(config.integration_id, 0),
                 running.get(config.integration_id),
                 now,
+                captures.get(config.integration_id),
             )
             for config in sorted(configs, key=lambda c: c.integration_name.casefold())
         ]
@@ -225,6 +238,7 @@ class DashboardService:
             dead,
             holder[0] if holder and live else None,
             now,
+            self._captures.find(organization_id, integration_id) if self._captures is not None else None,
         )
         running = None
         current = next((run for run in runs if holder and run.sync_id == holder[0]), None)
@@ -297,9 +311,15 @@ def _summary(
     dead_letters: int,
     running_sync_id: str | None,
     now: datetime,
+    capture: CaptureState | None = None,
 ) -> IntegrationSummary:
     finished = [r for r in history.runs if r.status in {SyncStatus.SUCCEEDED, SyncStatus.FAILED}][:10]
     last = history.runs[0] if history.runs else None
+    health = assess(config, history, breaker, dead_letters, now)
+    if capture is not None and capture.guardian is not None:
+        # A real-time database loses changes when its log drops our position: the guardian's figure.
+        left = 0.0 if capture.guardian.risk is LogRisk.LOST else capture.guardian.seconds_left
+        health = health.model_copy(update={"time_to_data_loss_seconds": left})
     return IntegrationSummary(
         integration_id=config.integration_id,
         integration_name=config.integration_name,
@@ -308,7 +328,7 @@ def _summary(
         status=config.status,
         sync_mode=config.sync_config.sync_mode.value,
         sync_frequency=config.sync_config.sync_frequency,
-        health=assess(config, history, breaker, dead_letters, now),
+        health=health,
         last_sync_at=last.finished_at if last else None,
         last_success_at=history.last_success_at,
         last_sync_status=last.status if last else None,
@@ -321,6 +341,7 @@ def _summary(
         dead_letters=dead_letters,
         quota=history.quota,
         running_sync_id=running_sync_id,
+        change_capture=CaptureSummary.of(capture) if capture is not None else None,
     )
 
 

@@ -14,6 +14,7 @@ from churnguard.dashboard.service import DashboardService
 from churnguard.netguard import private_networks_allowed
 from churnguard.store.activity import ActivityStore
 from churnguard.store.alerts import AlertStore
+from churnguard.store.cdc import CaptureStore
 from churnguard.store.circuit_breakers import CircuitBreakerStore
 from churnguard.store.integrations import IntegrationStore
 from churnguard.store.organizations import OrganizationStore
@@ -58,6 +59,7 @@ def dashboard_services() -> DashboardServices:
             webhooks=WebhookStore(dynamodb, table),
             activity=activity,
             alerts=alerts,
+            captures=CaptureStore(dynamodb, table),
         ),
         alerts=alerts,
         # The local cloud (private networks allowed) may point the chat webhook at plain http.

@@ -50,6 +50,24 @@ function when(iso) {
   return future ? `in ${text}` : `${text} ago`;
 }
 
+function byteSize(count) {
+  const units = ["B", "KiB", "MiB", "GiB", "TiB"];
+  let value = count, unit = 0;
+  while (value >= 1024 && unit < units.length - 1) { value /= 1024; unit += 1; }
+  return `${unit === 0 ? value : value.toFixed(1)} ${units[unit]}`;
+}
+
+// A real-time database's change capture: where it is, what the database holds for us and for how long.
+function captureView(c) {
+  const held = c.retained_bytes === null ? "log held for us not measured yet" : `${byteSize(c.retained_bytes)} of log held for us`;
+  const left = c.seconds_left === null ? "" : ` · ${duration(c.seconds_left)} until the database would drop our position`;
+  return el("div", { id: "change-capture" },
+    el("h3", { text: "Change capture" }),
+    el("p", { id: "change-capture-figures", class: c.risk && c.risk !== "ok" ? "error-text" : "muted", text: `${c.phase}${c.running ? "" : " (stopped)"} · ${c.changes_landed} changes landed · ${held}${left}` }),
+    c.problems.map((problem) => el("p", { class: "error-text", text: problem })),
+    c.last_note ? el("p", { class: "muted", text: c.last_note }) : null);
+}
+
 function duration(seconds) {
   if (seconds === null || seconds === undefined) return "—";
   if (seconds < 90) return `${Math.round(seconds)} s`;
@@ -482,6 +500,7 @@ async function renderIntegration(token, integrationId) {
       { id: "health-components" },
     ),
     s.health.time_to_data_loss_seconds !== null ? el("p", { id: "data-loss", class: s.health.time_to_data_loss_seconds < 72 * 3600 ? "error-text" : "muted", text: `Time to data loss: ${duration(Math.max(0, s.health.time_to_data_loss_seconds))}` }) : null,
+    s.change_capture ? captureView(s.change_capture) : null,
     el("div", { class: "grid-2" }, el("div", {}, el("h3", { text: "Records per day" }), barChart(detail.days.map((d) => ({ label: d.day.slice(5), value: d.records_written })), "records-chart")), el("div", {}, el("h3", { text: "Sync durations" }), barChart(detail.recent_runs.slice().reverse().map((r) => ({ label: r.started_at.slice(5, 16), value: r.duration_seconds || 0, failed: r.status === "failed" })), "durations-chart"))),
     el("h3", { text: "Recent runs" }),
     table(
