@@ -103,6 +103,24 @@ def test_snapshot_and_binlog_hand_over_without_gap_or_overlap_under_concurrent_w
     assert all(r["provider"] == "mysql" and r["entity"] == "account" and r["event_time"] for r in streamed)
 
 
+def test_the_binary_log_is_read_from_the_snapshot_position_not_from_the_start_of_its_file(cdc: Cdc) -> None:
+    """Twenty transactions of a hundred updates each, after earlier writes in the same file: each
+    change lands once, none before the snapshot again, none missing."""
+    create_accounts(cdc.db, 3_000)
+    cdc.db.execute(f"UPDATE `{cdc.db.name}`.accounts SET mrr = 7 WHERE id <= 500")  # before the snapshot
+    cdc.register({"account": "accounts"})
+    cdc.turn(budget=0.5)
+    for first in range(1, 2_001, 100):
+        cdc.db.execute(f"UPDATE `{cdc.db.name}`.accounts SET mrr = mrr + 1 WHERE id BETWEEN {first} AND {first + 99}")
+
+    cdc.turn(budget=2.0)
+
+    streamed = [r for r in cdc.records() if not r["batch_id"].endswith("_s1")]
+    once_each(cdc.records())
+    assert sorted(int(r["record_id"]) for r in streamed) == list(range(1, 2_001))
+    assert cdc.state().changes_landed == 2_000
+
+
 def test_readiness_names_the_missing_replication_grant(harness: Any, mysql: Any) -> None:
     cdc = Cdc(harness, mysql, ProviderName.MYSQL)
     create_accounts(mysql, 2)
@@ -204,4 +222,17 @@ def test_the_guardian_sees_the_binary_log_grow_while_the_consumer_is_stopped(cdc
     assert before is not None and after is not None
     assert before.retained_bytes is not None and after.retained_bytes is not None
     assert after.retained_bytes > before.retained_bytes + 500_000
-    assert after.risk is LogRisk.OK  # no expiry set, and under the 10 GiB default
+    assert after.risk is LogRisk.OK and after.seconds_left is None  # no expiry set, under 10 GiB
+
+    # Where logs expire, the time left is the expiry less the age of the file holding our position.
+    with cdc.db.conn.cursor() as cur:
+        cur.execute("SELECT @@GLOBAL.binlog_expire_logs_seconds")
+        (expiry,) = cur.fetchone()
+        cur.execute("SET GLOBAL binlog_expire_logs_seconds = 30 * 86400")
+    try:
+        expiring = cdc.capture.guard(config)
+    finally:
+        with cdc.db.conn.cursor() as cur:
+            cur.execute(f"SET GLOBAL binlog_expire_logs_seconds = {int(expiry)}")
+    assert expiring is not None and expiring.seconds_left is not None
+    assert 29 * 86400 < expiring.seconds_left <= 30 * 86400 and expiring.risk is LogRisk.OK

@@ -134,6 +134,11 @@ class ChangeCapture:
             except PositionLost as exc:  # found on reading, before the guardian saw it
                 self._lost(config, state, str(exc))
                 return TurnOutcome(True, iteration + 1)
+            except Exception:
+                # Removing the capture ends the server session under a turn still reading.
+                if not self._wanted(config, execution):
+                    return TurnOutcome(False, iteration, reason="the capture was removed while it read")
+                raise
             self._guard(config, log, self._captures.get(organization_id, integration_id))
         finally:
             log.close()

@@ -188,7 +188,9 @@ class MySqlChangeLog:
             ],
             only_schemas=sorted({database for database, _ in tables}),
             slave_heartbeat=HEARTBEAT_SECONDS,
-            is_mariadb=self._connector._mariadb,
+            # The classic dump by file and position, MariaDB included: mysql-replication's MariaDB
+            # dump ignores the file and position and starts where the GTID state it is given says.
+            is_mariadb=False,
             enable_logging=False,
         )
         return MySqlSession(reader, tables)
@@ -251,17 +253,17 @@ class MySqlChangeLog:
             connection_settings=self._settings(),
             server_id=self._server_id + 1,
             resume_stream=True,
-            blocking=False,
+            # Not blocking=False: MariaDB ends such a dump in a way mysql-replication takes for a
+            # lost connection, and reconnects for ever. The event asked for is the file's first.
+            blocking=True,
             log_file=file,
             log_pos=4,
             only_events=[FormatDescriptionEvent],
             enable_logging=False,
         )
         try:
-            for event in reader:
-                if event.timestamp:
-                    return float(event.timestamp)
-            return None
+            event = reader.fetchone()
+            return float(event.timestamp) if event is not None and event.timestamp else None
         finally:
             reader.close()
 

@@ -29,6 +29,12 @@ logger = logging.getLogger(__name__)
 HEARTBEAT_SECONDS = 30.0
 FEEDBACK_SECONDS = 10.0
 _JSON_TYPES = frozenset({114, 3802})  # json, jsonb: parsed without rounding, as syncs do
+# The commonest types, cast without psycopg2's per-value call; the same values its casters give.
+_DIRECT_CASTS: dict[int, Callable[[bytes], Any]] = {
+    **dict.fromkeys((20, 21, 23, 26), int),  # int8, int2, int4, oid
+    **dict.fromkeys((25, 1043, 1042, 19), bytes.decode),  # text, varchar, bpchar, name
+    16: lambda value: value == b"t",  # bool
+}
 _OPERATIONS = {"insert": Operation.UPSERT, "update": Operation.UPSERT, "delete": Operation.DELETE}
 
 
@@ -311,7 +317,7 @@ class PostgresSession:
         self._cursor = cursor
         self._decoder = PgOutputDecoder()
         self._streams = {PostgresConnector._table_name(stream.source): stream for stream in streams}
-        self._casters: dict[int, tuple[Relation, list[Callable[[bytes], Any]]]] = {}
+        self._casters: dict[int, tuple[Relation, tuple[str, ...], list[Callable[[bytes], Any]]]] = {}
         self._heartbeat = heartbeat
         self._heartbeat_seconds = heartbeat_seconds
         self._transaction: Begin | None = None
@@ -355,38 +361,49 @@ class PostgresSession:
 
     def _change(self, stream: Stream, change: Change, transaction: Begin) -> LoggedChange:
         relation = change.relation
-        casts = self._casts(relation)
+        names, casts = self._casts(relation)
         values = change.merged()
-        row: dict[str, Any] = {}
         problem = None
-        full = relation.replica_identity == "f"
-        for column, cast, value in zip(relation.columns, casts, values, strict=True):
-            if change.kind == "delete" and not (full or column.key):
-                continue
-            if value is UNCHANGED:
-                problem = (
-                    f"column {column.name} of {relation.qualified_name} was left unchanged out of line (TOAST) and"
-                    " the change does not carry its value: set REPLICA IDENTITY FULL on the table"
-                )
-                row[column.name] = None
-            else:
-                row[column.name] = None if value is None else cast(value)  # type: ignore[arg-type]
+        row: dict[str, Any]
+        if change.kind != "delete" and not any(value is UNCHANGED for value in values):  # the common case
+            row = {
+                name: None if value is None else cast(value)  # type: ignore[arg-type]
+                for name, cast, value in zip(names, casts, values, strict=True)
+            }
+        else:
+            row = {}
+            full = relation.replica_identity == "f"
+            for column, cast, value in zip(relation.columns, casts, values, strict=True):
+                if change.kind == "delete" and not (full or column.key):
+                    continue
+                if value is UNCHANGED:
+                    problem = (
+                        f"column {column.name} of {relation.qualified_name} was left unchanged out of line (TOAST)"
+                        " and the change does not carry its value: set REPLICA IDENTITY FULL on the table"
+                    )
+                    row[column.name] = None
+                else:
+                    row[column.name] = None if value is None else cast(value)  # type: ignore[arg-type]
         position = change_position(transaction.final_lsn, self._ordinal)
         row[CHANGE_CURSOR] = position
         row[CHANGE_TIME] = transaction.commit_time
         return LoggedChange(stream, _OPERATIONS[change.kind], row, position, transaction.commit_time, problem)
 
-    def _casts(self, relation: Relation) -> list[Callable[[bytes], Any]]:
-        """Per column, text → the value psycopg2 gives a sync (refreshed with each Relation
-        message, so an added or dropped column is followed)."""
+    def _casts(self, relation: Relation) -> tuple[tuple[str, ...], list[Callable[[bytes], Any]]]:
+        """The column names and, per column, text → the value psycopg2 gives a sync (refreshed
+        with each Relation message, so an added or dropped column is followed)."""
         cached = self._casters.get(relation.oid)
         if cached is not None and cached[0] is relation:
-            return cached[1]
+            return cached[1], cached[2]
+        names = tuple(column.name for column in relation.columns)
         casts = [self._cast(column.type_oid) for column in relation.columns]
-        self._casters[relation.oid] = (relation, casts)
-        return casts
+        self._casters[relation.oid] = (relation, names, casts)
+        return names, casts
 
     def _cast(self, type_oid: int) -> Callable[[bytes], Any]:
+        direct = _DIRECT_CASTS.get(type_oid)
+        if direct is not None:
+            return direct
         if type_oid in _JSON_TYPES:
             return loads_exact
         caster = psycopg2.extensions.string_types.get(type_oid)
