@@ -76,9 +76,7 @@ def update_load(conn: Any, table: str, changes: int) -> None:
     with conn.cursor() as cur:
         for start in range(0, changes, STATEMENT_ROWS):
             first = start % ROWS + 1
-            cur.execute(
-                f"UPDATE {table} SET mrr = mrr + 1 WHERE id BETWEEN {first} AND {first + STATEMENT_ROWS - 1}"
-            )
+            cur.execute(f"UPDATE {table} SET mrr = mrr + 1 WHERE id BETWEEN {first} AND {first + STATEMENT_ROWS - 1}")
 
 
 # ---------------------------------------------------------------------- the platform in process
