@@ -82,27 +82,6 @@ def update_load(conn: Any, table: str, changes: int) -> None:
 # ---------------------------------------------------------------------- the platform in process
 
 
-class TimedClient:
-    """A DynamoDB client that adds up the time its calls took."""
-
-    def __init__(self, client: Any) -> None:
-        self._client = client
-        self.seconds = 0.0
-        self.exceptions = client.exceptions
-
-    def __getattr__(self, name: str) -> Any:
-        method = getattr(self._client, name)
-
-        def timed(**kwargs: Any) -> Any:
-            started = time.perf_counter()
-            try:
-                return method(**kwargs)
-            finally:
-                self.seconds += time.perf_counter() - started
-
-        return timed
-
-
 class GzipSink:
     """What the S3 sink does to a part before uploading it; counts what it was given, and when."""
 
@@ -163,6 +142,7 @@ class Capture:
     def __init__(self, aws: dict[str, Any], provider: str, address: str, login: dict[str, Any], table: str) -> None:
         import boto3
 
+        from benchmarks.streams import TimedClient
         from churnguard.cdc.capture import ChangeCapture
         from churnguard.cdc.lifecycle import CaptureLifecycle
         from churnguard.continuous import ConsumerWorkflow

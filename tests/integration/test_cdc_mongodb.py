@@ -18,8 +18,7 @@ import pytest
 from churnguard.cdc_models import CapturePhase
 from churnguard.models import IntegrationCredentials, ProviderName
 from churnguard.store.cdc import CHECKPOINT_SCOPE
-from churnguard.store.streams import StreamStore
-from tests.support.cdc import Cdc, latest, once_each
+from tests.support.cdc import Cdc, crashed_turn, latest, once_each
 from tests.support.sync import DatabaseUrl
 
 MONGODB_URI = os.environ.get("MONGODB_URI", "")
@@ -94,17 +93,7 @@ def test_a_crash_before_the_checkpoint_lands_each_change_once(cdc: Cdc, monkeypa
     register(cdc)
     cdc.turn(budget=1.0)
     accounts.update_many({}, {"$set": {"plan": "team"}})
-    advance = StreamStore.advance
-
-    def crash(self: StreamStore, scope: str, *args: Any) -> Any:
-        if scope == CHECKPOINT_SCOPE:
-            raise RuntimeError("the function was stopped here")
-        return advance(self, scope, *args)
-
-    monkeypatch.setattr(StreamStore, "advance", crash)
-    with pytest.raises(RuntimeError):
-        cdc.turn(budget=2.0)
-    monkeypatch.setattr(StreamStore, "advance", advance)
+    crashed_turn(cdc, monkeypatch, budget=2.0)
     cdc.turn(budget=2.0)
 
     records = cdc.records()

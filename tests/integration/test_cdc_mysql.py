@@ -15,9 +15,7 @@ import pytest
 
 from churnguard.cdc_models import CapturePhase, LogRisk
 from churnguard.models import ProviderName
-from churnguard.store.cdc import CHECKPOINT_SCOPE
-from churnguard.store.streams import StreamStore
-from tests.support.cdc import Cdc, latest, once_each
+from tests.support.cdc import Cdc, crashed_turn, latest, once_each
 
 pytestmark = pytest.mark.timeout(300)
 
@@ -170,17 +168,7 @@ def test_a_crash_after_the_lake_write_and_before_the_checkpoint_lands_each_chang
     cdc.register({"account": "accounts"})
     cdc.turn(budget=0.5)
     cdc.db.execute(f"UPDATE `{cdc.db.name}`.accounts SET plan = 'team', mrr = 9")
-    advance = StreamStore.advance
-
-    def crash(self: StreamStore, scope: str, *args: Any) -> Any:
-        if scope == CHECKPOINT_SCOPE:
-            raise RuntimeError("the function was stopped here")
-        return advance(self, scope, *args)
-
-    monkeypatch.setattr(StreamStore, "advance", crash)
-    with pytest.raises(RuntimeError):
-        cdc.turn(budget=2.5)
-    monkeypatch.setattr(StreamStore, "advance", advance)
+    crashed_turn(cdc, monkeypatch, budget=2.5)
     assert len([r for r in cdc.records() if r["data"]["plan"] == "team"]) == 5
 
     cdc.turn(budget=2.5)

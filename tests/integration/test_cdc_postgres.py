@@ -28,8 +28,7 @@ from churnguard.models import DataSyncMode, IntegrationStatus, ProviderName
 from churnguard.providers.postgresql.changes import slot_name
 from churnguard.providers.registry import PROVIDERS
 from churnguard.store.cdc import CHECKPOINT_SCOPE, CaptureStore
-from churnguard.store.streams import StreamStore
-from tests.support.cdc import Cdc, latest, once_each
+from tests.support.cdc import Cdc, crashed_turn, latest, once_each
 from tests.support.sync import ORG
 
 pytestmark = pytest.mark.timeout(300)
@@ -171,6 +170,15 @@ def test_unchanged_toasted_values_keep_their_value(cdc: Cdc) -> None:
     updates = [r for r in cdc.records() if r["record_id"] == "2" and r["data"]["title"] == "renamed"]
     assert len(body) == 12_800 and len(updates) == 1
     assert updates[0]["data"]["body"] == body
+    # The slot was told the transaction may be released once it landed.
+    commit_lsn = int(updates[0]["cursor"].split(".")[0], 16)
+    with db.conn.cursor() as cur:
+        cur.execute(
+            "SELECT confirmed_flush_lsn - '0/0'::pg_lsn FROM pg_replication_slots WHERE slot_name = %s",
+            [slot_name(cdc.integration_id)],
+        )
+        (confirmed,) = cur.fetchone()
+    assert confirmed >= commit_lsn
 
 
 def test_a_large_transaction_deletes_and_a_column_added_mid_stream(cdc: Cdc) -> None:
@@ -208,17 +216,7 @@ def test_a_crash_after_the_lake_write_and_before_the_checkpoint_lands_each_chang
     cdc.register({"account": f"{cdc.db.name}.accounts"})
     cdc.turn(budget=0.5)
     cdc.db.execute(f"UPDATE \"{cdc.db.name}\".accounts SET plan = 'team', mrr = 9")
-    advance = StreamStore.advance
-
-    def crash(self: StreamStore, scope: str, *args: Any) -> Any:
-        if scope == CHECKPOINT_SCOPE:
-            raise RuntimeError("the function was stopped here")
-        return advance(self, scope, *args)
-
-    monkeypatch.setattr(StreamStore, "advance", crash)
-    with pytest.raises(RuntimeError):
-        cdc.turn(budget=1.0)
-    monkeypatch.setattr(StreamStore, "advance", advance)
+    crashed_turn(cdc, monkeypatch, budget=1.0)
     written = [r for r in cdc.records() if r["data"]["plan"] == "team"]
     assert len(written) == 5, "the parts were written before the crash"
 

@@ -101,3 +101,23 @@ def once_each(records: list[dict[str, Any]]) -> None:
     versions = Counter((r["record_id"], r["cursor"]) for r in records)
     assert max(versions.values()) == 1, [v for v, n in versions.items() if n > 1][:5]
     assert len({r["dedupe_key"] for r in records}) == len(records)
+
+
+def crashed_turn(cdc: Cdc, monkeypatch: Any, budget: float) -> None:
+    """A turn that stops after its lake write and before its checkpoint write, as a function
+    stopped there would."""
+    import pytest
+
+    from churnguard.store.cdc import CHECKPOINT_SCOPE
+
+    advance = StreamStore.advance
+
+    def crash(self: StreamStore, scope: str, *args: Any) -> Any:
+        if scope == CHECKPOINT_SCOPE:
+            raise RuntimeError("the function was stopped here")
+        return advance(self, scope, *args)
+
+    monkeypatch.setattr(StreamStore, "advance", crash)
+    with pytest.raises(RuntimeError):
+        cdc.turn(budget=budget)
+    monkeypatch.setattr(StreamStore, "advance", advance)

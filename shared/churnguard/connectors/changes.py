@@ -9,7 +9,7 @@ from __future__ import annotations
 
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
-from datetime import datetime
+from datetime import UTC, datetime
 from typing import Any, Protocol
 
 from churnguard.connectors.base import Stream
@@ -60,6 +60,28 @@ class LogState:
     seconds_left: float | None = None  # by the server's own clock (binlog expiry), where it has one
     head: int | None = None  # the server's write position in bytes, for its write rate
     detail: str = ""
+
+
+class SnapshotStart:
+    """Where a log's snapshot began: the position its stream continues from, and when."""
+
+    _start: str | None = None
+    _started_at: datetime | None = None
+
+    def _begin_snapshot(self, position: str) -> None:
+        self._start, self._started_at = position, datetime.now(UTC)
+
+    @property
+    def start_position(self) -> str:
+        if self._start is None:
+            raise RuntimeError("no snapshot has been taken")
+        return self._start
+
+    @property
+    def started_at(self) -> datetime:
+        if self._started_at is None:
+            raise RuntimeError("no snapshot has been taken")
+        return self._started_at
 
 
 class ChangeSession(Protocol):

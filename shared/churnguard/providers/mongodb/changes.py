@@ -6,7 +6,7 @@ from __future__ import annotations
 
 import time
 from collections.abc import Iterator
-from datetime import UTC, datetime
+from datetime import UTC
 from typing import Any
 
 import pymongo
@@ -14,7 +14,7 @@ import pymongo.errors
 from bson import Timestamp
 
 from churnguard.connectors.base import Position, Stream
-from churnguard.connectors.changes import LogBatch, LoggedChange, LogState, PositionLost
+from churnguard.connectors.changes import LogBatch, LoggedChange, LogState, PositionLost, SnapshotStart
 from churnguard.pipeline.core import CHANGE_CURSOR, CHANGE_TIME
 from churnguard.pipeline.records import Operation
 from churnguard.providers.mongodb.source import MongoConnector
@@ -39,11 +39,9 @@ def time_position(moment: Timestamp) -> str:
 _TIME_POSITION_LENGTH = 18
 
 
-class MongoChangeLog:
+class MongoChangeLog(SnapshotStart):
     def __init__(self, connector: MongoConnector, integration_id: str) -> None:
         self._connector = connector
-        self._start: str | None = None
-        self._started_at: datetime | None = None
 
     def _database(self) -> Any:
         return self._connector._database()
@@ -74,25 +72,12 @@ class MongoChangeLog:
         return self._database().watch([{"$match": {"ns.coll": {"$in": collections}}}], **options)
 
     # ------------------------------------------------------------------ snapshot
-    @property
-    def start_position(self) -> str:
-        if self._start is None:
-            raise RuntimeError("no snapshot has been taken")
-        return self._start
-
-    @property
-    def started_at(self) -> datetime:
-        if self._started_at is None:
-            raise RuntimeError("no snapshot has been taken")
-        return self._started_at
-
     def snapshot(self, streams: list[Stream], page_size: int) -> Iterator[tuple[Stream, list[dict[str, Any]]]]:
         """Notes the cluster time, then reads every collection. MongoDB exports no snapshot to
         stream from, so a document changed while it is read may arrive again as a change after
         the start: never a gap, possibly a repeat (its own version, in order)."""
         operation_time = self._database().command("ping")["operationTime"]
-        self._start = time_position(operation_time)
-        self._started_at = datetime.now(UTC)
+        self._begin_snapshot(time_position(operation_time))
         for stream in streams:
             for page in self._connector._pages(stream, Position(), page_size, encoded=False):
                 yield stream, page.rows

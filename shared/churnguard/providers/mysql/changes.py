@@ -14,7 +14,7 @@ from typing import Any
 import pymysql
 
 from churnguard.connectors.base import CheckStatus, Position, SourceError, Stream
-from churnguard.connectors.changes import LogBatch, LoggedChange, LogState, PositionLost
+from churnguard.connectors.changes import LogBatch, LoggedChange, LogState, PositionLost, SnapshotStart
 from churnguard.pipeline.core import CHANGE_CURSOR, CHANGE_TIME
 from churnguard.pipeline.encoding import loads_exact
 from churnguard.pipeline.records import Operation
@@ -47,12 +47,10 @@ def replica_server_id(integration_id: str) -> int:
     return 1_000_000 + int.from_bytes(blake2b(integration_id.encode(), digest_size=4).digest()) % 1_000_000_000
 
 
-class MySqlChangeLog:
+class MySqlChangeLog(SnapshotStart):
     def __init__(self, connector: MySqlConnector, integration_id: str) -> None:
         self._connector = connector
         self._server_id = replica_server_id(integration_id)
-        self._start: str | None = None
-        self._started_at: datetime | None = None
 
     def _rows(self, query: str, params: tuple[Any, ...] = ()) -> list[tuple[Any, ...]]:
         return self._connector._query(query, params)
@@ -109,18 +107,6 @@ class MySqlChangeLog:
         return str(rows[0][1]) if rows else None
 
     # ------------------------------------------------------------------ snapshot
-    @property
-    def start_position(self) -> str:
-        if self._start is None:
-            raise RuntimeError("no snapshot has been taken")
-        return self._start
-
-    @property
-    def started_at(self) -> datetime:
-        if self._started_at is None:
-            raise RuntimeError("no snapshot has been taken")
-        return self._started_at
-
     def snapshot(self, streams: list[Stream], page_size: int) -> Iterator[tuple[Stream, list[dict[str, Any]]]]:
         """Reads every table in one consistent snapshot whose binary log position is known
         exactly: MariaDB reports it for the snapshot itself (binlog_snapshot_file/position);
@@ -141,8 +127,7 @@ class MySqlChangeLog:
                     file, offset = cur.fetchone()[:2]
                 finally:
                     cur.execute("UNLOCK TABLES")
-        self._start = position_text(_file_number(file), int(offset), 0)
-        self._started_at = datetime.now(UTC)
+        self._begin_snapshot(position_text(_file_number(file), int(offset), 0))
         try:
             for stream in streams:
                 for page in self._connector._pages(stream, Position(), page_size, encoded=False):

@@ -8,7 +8,6 @@ import re
 import select
 import time
 from collections.abc import Callable, Iterator
-from datetime import UTC, datetime
 from typing import Any
 
 import psycopg2
@@ -17,7 +16,7 @@ import psycopg2.extras
 from psycopg2 import sql
 
 from churnguard.connectors.base import CheckStatus, Position, SourceError, Stream
-from churnguard.connectors.changes import LogBatch, LoggedChange, LogState, PositionLost
+from churnguard.connectors.changes import LogBatch, LoggedChange, LogState, PositionLost, SnapshotStart
 from churnguard.connectors.pgoutput import UNCHANGED, Begin, Change, Commit, PgOutputDecoder, Relation, Truncate
 from churnguard.pipeline.core import CHANGE_CURSOR, CHANGE_TIME
 from churnguard.pipeline.encoding import loads_exact
@@ -59,7 +58,7 @@ def change_position(commit_lsn: int, ordinal: int) -> str:
     return f"{commit_lsn:016X}.{ordinal:08X}"
 
 
-class PostgresChangeLog:
+class PostgresChangeLog(SnapshotStart):
     def __init__(
         self, connector: PostgresConnector, integration_id: str, *, heartbeat_seconds: float = HEARTBEAT_SECONDS
     ):
@@ -67,8 +66,6 @@ class PostgresChangeLog:
         self._slot = slot_name(integration_id)
         self._heartbeat_seconds = heartbeat_seconds
         self._control: Any = None
-        self._start: str | None = None
-        self._started_at: datetime | None = None
 
     @property
     def slot(self) -> str:
@@ -187,18 +184,6 @@ class PostgresChangeLog:
         return problems
 
     # ------------------------------------------------------------------ snapshot
-    @property
-    def start_position(self) -> str:
-        if self._start is None:
-            raise RuntimeError("no snapshot has been taken")
-        return self._start
-
-    @property
-    def started_at(self) -> datetime:
-        if self._started_at is None:
-            raise RuntimeError("no snapshot has been taken")
-        return self._started_at
-
     def snapshot(self, streams: list[Stream], page_size: int) -> Iterator[tuple[Stream, list[dict[str, Any]]]]:
         """Creates the publication and the slot, then reads each table in the snapshot the slot
         exported: exactly the data before the slot's first change, no more, no less."""
@@ -209,8 +194,7 @@ class PostgresChangeLog:
             with replication.cursor() as cur:
                 cur.execute(f"CREATE_REPLICATION_SLOT {self._slot} LOGICAL pgoutput EXPORT_SNAPSHOT")
                 _, consistent_point, snapshot, _ = cur.fetchone()
-            self._start = change_position(lsn_number(consistent_point), 0)
-            self._started_at = datetime.now(UTC)
+            self._begin_snapshot(change_position(lsn_number(consistent_point), 0))
             # The exported snapshot lives while `replication` stays open and idle.
             for stream in streams:
                 yield from ((stream, rows) for rows in self._table_in(stream, snapshot, page_size))
@@ -413,7 +397,9 @@ class PostgresSession:
         return lambda value: caster(value.decode(), cursor)
 
     def confirm(self, confirmable: Any) -> None:
-        self._cursor.send_feedback(flush_lsn=int(confirmable))
+        # Forced: psycopg2 otherwise sends feedback only once its status interval (10 s) passed,
+        # and a turn may end before that.
+        self._cursor.send_feedback(flush_lsn=int(confirmable), force=True)
         self._unconfirmed = False
         self._last_feedback = time.monotonic()
 
@@ -430,10 +416,10 @@ class PostgresSession:
                     logger.warning("heartbeat failed", extra={"error": type(exc).__name__})
                 self._last_message = now
             if now - self._last_feedback >= FEEDBACK_SECONDS:
-                self._cursor.send_feedback(flush_lsn=self._cursor.wal_end)
+                self._cursor.send_feedback(flush_lsn=self._cursor.wal_end, force=True)
                 self._last_feedback = now
         elif now - self._last_feedback >= FEEDBACK_SECONDS:
-            self._cursor.send_feedback()
+            self._cursor.send_feedback(force=True)
             self._last_feedback = now
 
     def close(self) -> None:
