@@ -279,7 +279,7 @@ def throughput_postgres(aws: dict[str, Any], changes: int, runs: int) -> dict[st
         f"CREATE TABLE {table} (id bigint PRIMARY KEY, plan text, mrr integer)",
         f"ALTER TABLE {table} REPLICA IDENTITY FULL",
         f"INSERT INTO {table} SELECT i, 'pro', 0 FROM generate_series(1, {ROWS}) i",
-        f"CREATE PUBLICATION bench_bare FOR TABLE {table}",
+        f"CREATE PUBLICATION {schema} FOR TABLE {table}",
     )
     login = {
         "credential_type": "basic_auth",
@@ -292,10 +292,10 @@ def throughput_postgres(aws: dict[str, Any], changes: int, runs: int) -> dict[st
         capture.turns_until(0)  # the snapshot
         bare, platform_s, own = [], [], []
         for index in range(runs):
-            slot = f"bench_bare_{index}"
+            slot = f"{schema}_{index}"
             run(conn, f"SELECT pg_create_logical_replication_slot('{slot}', 'pgoutput')")
             update_load(conn, table, changes)
-            bare.append(bare_postgres(conn, slot, "bench_bare", changes))
+            bare.append(bare_postgres(conn, slot, schema, changes))
             run(conn, f"SELECT pg_drop_replication_slot('{slot}')")
             capture.client.seconds = 0.0
             elapsed = capture.turns_until(changes * (index + 1))
@@ -304,7 +304,7 @@ def throughput_postgres(aws: dict[str, Any], changes: int, runs: int) -> dict[st
         return _rates("postgresql", changes, bare, platform_s, own)
     finally:
         capture.release()
-        run(conn, "DROP PUBLICATION IF EXISTS bench_bare", f'DROP SCHEMA "{schema}" CASCADE')
+        run(conn, f"DROP PUBLICATION IF EXISTS {schema}", f'DROP SCHEMA "{schema}" CASCADE')
         conn.close()
 
 
