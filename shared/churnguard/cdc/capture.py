@@ -326,7 +326,7 @@ class ChangeCapture:
                     if not self._wanted(config, execution):
                         break
                     recheck = time.monotonic() + RECHECK_SECONDS
-            self._noted_truncations(config, getattr(session, "truncated", []))
+            self._noted_truncations(config, session.truncated)
         finally:
             session.close()
         return landed

@@ -85,6 +85,9 @@ class SnapshotStart:
 
 
 class ChangeSession(Protocol):
+    # Tables (or collections) truncated or dropped while reading: their rows cannot be named.
+    truncated: list[str]
+
     def read(self, max_changes: int, max_wait_seconds: float) -> LogBatch:
         """Up to `max_changes` changes, waiting at most `max_wait_seconds` for the first."""
 

@@ -266,7 +266,6 @@ class MySqlSession:
         self._transaction_start = (0, 0)
         self._ordinal = 0
         self.truncated: list[str] = []
-        self.gtid: str | None = None
         # Rows of the last event beyond what the last batch could take.
         self._carried: LogBatch = LogBatch()
 
@@ -290,7 +289,6 @@ class MySqlSession:
                 break
             if isinstance(event, GtidEvent | MariadbGtidEvent):
                 self._begin(before)
-                self.gtid = getattr(event, "gtid", None)
             elif isinstance(event, QueryEvent):
                 self._query(event, before, batch)
             elif isinstance(event, XidEvent):
