@@ -21,7 +21,7 @@ from churnguard.connectors.pgoutput import UNCHANGED, Begin, Change, Commit, PgO
 from churnguard.pipeline.core import CHANGE_CURSOR, CHANGE_TIME
 from churnguard.pipeline.encoding import loads_exact
 from churnguard.pipeline.records import Operation
-from churnguard.providers.postgresql.source import CONNECT_TIMEOUT_S, PostgresConnector
+from churnguard.providers.postgresql.source import PostgresConnector
 
 logger = logging.getLogger(__name__)
 
@@ -73,24 +73,7 @@ class PostgresChangeLog(SnapshotStart):
 
     # ------------------------------------------------------------------ connections
     def _arguments(self) -> dict[str, Any]:
-        settings = self._connector._settings()
-        arguments: dict[str, Any] = {
-            "host": settings.host,
-            "hostaddr": settings.connect_address,
-            "port": settings.port,
-            "dbname": settings.database,
-            "user": settings.username,
-            "password": settings.password,
-            "connect_timeout": CONNECT_TIMEOUT_S,
-            "application_name": "churnguard-cdc",
-            "options": "-c timezone=UTC",
-            "keepalives": 1,
-            "keepalives_idle": 30,
-        }
-        for option in ("sslmode", "sslrootcert"):
-            if settings.options.get(option):
-                arguments[option] = settings.options[option]
-        return arguments
+        return self._connector.connect_arguments("churnguard-cdc", "-c timezone=UTC")
 
     def _admin(self) -> Any:
         """A read-write session for the publication, the slot's removal and heartbeats."""

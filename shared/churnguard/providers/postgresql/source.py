@@ -48,9 +48,9 @@ class PostgresConnector(DatabaseConnector):
 
     _conn: Any = None
 
-    def _connection(self) -> Any:
-        if self._conn is not None and not self._conn.closed:
-            return self._conn
+    def connect_arguments(self, application_name: str, options: str) -> dict[str, Any]:
+        """libpq's arguments for this integration's server (the change log's sessions use them
+        too): the checked address, the login, TLS."""
         settings = self._settings()
         arguments: dict[str, Any] = {
             # libpq connects to hostaddr and keeps host for TLS verification: no second lookup.
@@ -61,8 +61,8 @@ class PostgresConnector(DatabaseConnector):
             "user": settings.username,
             "password": settings.password,
             "connect_timeout": CONNECT_TIMEOUT_S,
-            "application_name": "churnguard-sync",
-            "options": f"-c timezone=UTC -c statement_timeout={STATEMENT_TIMEOUT_MS}",
+            "application_name": application_name,
+            "options": options,
             "keepalives": 1,
             "keepalives_idle": 30,
         }
@@ -73,7 +73,14 @@ class PostgresConnector(DatabaseConnector):
             arguments["sslmode"] = sslmode
         if settings.options.get("sslrootcert"):
             arguments["sslrootcert"] = ca_file(settings.options["sslrootcert"])
-        conn = psycopg2.connect(**arguments)
+        return arguments
+
+    def _connection(self) -> Any:
+        if self._conn is not None and not self._conn.closed:
+            return self._conn
+        conn = psycopg2.connect(
+            **self.connect_arguments("churnguard-sync", f"-c timezone=UTC -c statement_timeout={STATEMENT_TIMEOUT_MS}")
+        )
         conn.set_session(readonly=True, autocommit=False)
         psycopg2.extras.register_default_json(conn, loads=loads_exact)
         psycopg2.extras.register_default_jsonb(conn, loads=loads_exact)
