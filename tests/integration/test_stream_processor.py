@@ -127,10 +127,10 @@ def test_a_poison_message_is_quarantined_and_the_partition_moves_on(
 
 
 def test_a_part_key_survives_its_round_trip_through_the_checkpoint() -> None:
-    from churnguard.streaming.processor import _key_of, _key_text
+    from churnguard.store.landing import key_of, key_text
 
     key = PartKey("org", "custom", "event", "2026-12-07", "stm_x_1", 0)
-    assert _key_of(_key_text(key)) == key
+    assert key_of(key_text(key)) == key
     assert Part(key, b"", 0, b"", 0).key.path() == key.path()
 
 

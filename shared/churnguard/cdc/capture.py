@@ -22,12 +22,10 @@ from __future__ import annotations
 import logging
 import time
 from collections.abc import Callable, Iterable
-from dataclasses import asdict, dataclass
+from dataclasses import dataclass
 from datetime import UTC, datetime
 from itertools import groupby
 from typing import Any
-
-import orjson
 
 from churnguard.cdc_models import (
     CapturePhase,
@@ -46,6 +44,7 @@ from churnguard.pipeline.sinks import Part, PartKey, Sink
 from churnguard.store.activity import ActivityStore
 from churnguard.store.cdc import CHECKPOINT_SCOPE, CaptureStore
 from churnguard.store.integrations import IntegrationStore
+from churnguard.store.landing import discard, key_text, write_attempt
 from churnguard.store.streams import Checkpoint, StreamStore
 
 logger = logging.getLogger(__name__)
@@ -257,7 +256,7 @@ class ChangeCapture:
         streams: list[Stream],
         state: CaptureState,
     ) -> CaptureState:
-        self._discard(state.snapshot_parts, keep=[])
+        discard(self._sinks, state.snapshot_parts)
         number = state.snapshots + 1
         state = self._update(config, snapshots=number, snapshot_parts=[])
         written: list[str] = []
@@ -277,7 +276,7 @@ class ChangeCapture:
             seq = pages.get(stream.entity, 0)
             pages[stream.entity] = seq + 1
             part = _part(config, stream, batch_id, seq, at, batch)
-            written.append(_key_text(part.key))
+            written.append(key_text(part.key))
             self._update(config, snapshot_parts=list(written))  # before the write: an interrupted one is found
             for sink in self._sinks:
                 sink.write(part)
@@ -363,17 +362,17 @@ class ChangeCapture:
                     if change.problem is not None:
                         pipeline.reject(records, _plain(change.row), None, change.problem)
             parts.append(_part(config, stream, batch_id, 0, first.committed_at, records))
-        keys = [_key_text(part.key) for part in parts]
-        if seen.attempt_start is not None:
-            covers = seen.attempt_start == first.position and last.position >= (seen.attempt_end or last.position)
-            if not covers:
-                self._discard(seen.attempt_parts, keep=keys)
-        attempt = self._checkpoints.begin_attempt(
-            CHECKPOINT_SCOPE, config.integration_id, seen, first.position, last.position, keys
+        # Positions are text that sorts in log order.
+        attempt = write_attempt(
+            self._checkpoints,
+            self._sinks,
+            CHECKPOINT_SCOPE,
+            config.integration_id,
+            seen,
+            (first.position, last.position),
+            parts,
+            str,
         )
-        for part in parts:
-            for sink in self._sinks:
-                sink.write(part)
         landed = self._checkpoints.advance(CHECKPOINT_SCOPE, config.integration_id, attempt, last.position)
         for part in parts:
             self._count(config, part)
@@ -413,13 +412,6 @@ class ChangeCapture:
             changes=True,
         )
 
-    def _discard(self, stored: Iterable[str], keep: list[str]) -> None:
-        for text in stored:
-            if text in keep:
-                continue
-            for sink in self._sinks:
-                sink.discard(PartKey(**orjson.loads(text)))
-
     def _count(self, config: IntegrationConfiguration, part: Part) -> None:
         if self._activity is None:
             return
@@ -449,10 +441,6 @@ def _part(
         rejects=batch.rejects_payload(),
         reject_count=batch.rejected,
     )
-
-
-def _key_text(key: PartKey) -> str:
-    return orjson.dumps(asdict(key)).decode()
 
 
 def _plain(row: dict[str, Any]) -> dict[str, Any]:

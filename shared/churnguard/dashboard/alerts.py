@@ -16,7 +16,7 @@ import secrets
 import time
 from collections.abc import Callable, Sequence
 from datetime import UTC, datetime, timedelta
-from typing import Annotated, Any, Literal, Protocol
+from typing import Annotated, Any, Literal, Protocol, get_args
 from urllib.parse import urlsplit
 
 from pydantic import Field, StringConstraints
@@ -44,17 +44,7 @@ Rule = Literal[
     "stream_problems",
     "change_capture",
 ]
-RULES: tuple[Rule, ...] = (
-    "sync_failed",
-    "stale",
-    "auth_failed",
-    "dead_letters",
-    "quota",
-    "data_loss",
-    "signature_failures",
-    "stream_problems",
-    "change_capture",
-)
+RULES: tuple[Rule, ...] = get_args(Rule)
 AlertState = Literal["open", "acknowledged", "resolved"]
 Severity = Literal["warning", "critical"]
 

@@ -21,13 +21,12 @@ redelivers it.
 
 from __future__ import annotations
 
-import json
 import logging
 import time
 from bisect import bisect_right
 from collections import Counter
-from collections.abc import Callable, Iterable, Sequence
-from dataclasses import asdict, dataclass, field
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from hashlib import blake2b
 from itertools import pairwise
@@ -38,6 +37,7 @@ from churnguard.errors import NotFoundError
 from churnguard.pipeline.core import Batch, StreamContext, StreamPipeline
 from churnguard.pipeline.sinks import Part, PartKey, Sink
 from churnguard.store.activity import ActivityStore
+from churnguard.store.landing import write_attempt
 from churnguard.store.streams import QuarantineItem, StreamStore, source_key
 from churnguard.stream_models import ProcessingMode, StreamConfiguration
 from churnguard.streaming.messages import (
@@ -161,19 +161,9 @@ class StreamProcessor:
         groups = self._groups(fresh, resolve, outcome)
         first, last = fresh[0], fresh[-1]
         parts = [self._part(scope, partition, group, first) for group in groups]
-        keys = [part.key for part in parts]
-        if seen.attempt_start is not None:
-            covers = seen.attempt_start == first.position and position_order(last.position) >= position_order(
-                seen.attempt_end or last.position
-            )
-            if not covers:
-                self._discard(seen.attempt_parts, keep=keys)
-        attempt = self._store.begin_attempt(
-            scope, partition, seen, first.position, last.position, [_key_text(key) for key in keys]
+        attempt = write_attempt(
+            self._store, self._sinks, scope, partition, seen, (first.position, last.position), parts, position_order
         )
-        for part in parts:
-            for sink in self._sinks:
-                sink.write(part)
         now = self._clock()
         for group, part in zip(groups, parts, strict=True):
             if group.failed:
@@ -268,14 +258,6 @@ class StreamProcessor:
     def _part(self, scope: str, partition: str, group: _Group, first: StreamMessage) -> Part:
         batch_id = f"stm_{_hash(scope, partition, group.config.stream_id)}_{first.position}"
         return encoded_part(group.config, batch_id, first.arrived_at, group.envelopes)
-
-    def _discard(self, stored: Iterable[str], keep: list[PartKey]) -> None:
-        for text in stored:
-            key = _key_of(text)
-            if key in keep:
-                continue
-            for sink in self._sinks:
-                sink.discard(key)
 
     def _count_redelivered(self, messages: list[StreamMessage], resolve: Resolver) -> None:
         """Messages at or before a checkpoint, delivered again: counted on their streams' metrics."""
@@ -384,14 +366,6 @@ def pipeline(config: StreamConfiguration, batch_id: str) -> StreamPipeline:
 def _envelope_data(envelope: Any) -> dict[str, Any]:
     data: dict[str, Any] = envelope["data"]
     return data
-
-
-def _key_text(key: PartKey) -> str:
-    return json.dumps(asdict(key), separators=(",", ":"))
-
-
-def _key_of(text: str) -> PartKey:
-    return PartKey(**json.loads(text))
 
 
 def _short(exc: ValueError) -> str:
